@@ -1,0 +1,3 @@
+"""Tabard: the open control plane for AI agents."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,137 @@
+"""The composition root: builds the runtime from settings and mounts every domain router."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from tabard import __version__
+from tabard.api.health import router as health_router
+from tabard.api.middleware import RequestContextMiddleware
+from tabard.api.principals import require_principal
+from tabard.api.problems import install_problem_handlers
+from tabard.audit.jobs import run_chain_checker
+from tabard.audit.routes import router as audit_router
+from tabard.core import keyfiles
+from tabard.core.bus import EventBus, create_bus
+from tabard.core.clock import Clock, SystemClock
+from tabard.core.config import Settings, load_settings
+from tabard.core.db import Database, create_engine
+from tabard.core.keystore import KeyStore
+from tabard.core.kv import KeyValueStore, create_kv
+from tabard.core.logging import configure_logging
+from tabard.core.runtime import Runtime
+from tabard.core.tracing import configure_tracing
+from tabard.tenancy.authentication import AdminAuthenticator
+from tabard.tenancy.routes import router as tenancy_router
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    kv: KeyValueStore | None = None,
+    bus: EventBus | None = None,
+) -> Runtime:
+    clock = clock or SystemClock()
+    return Runtime(
+        settings=settings,
+        clock=clock,
+        database=Database(create_engine(settings)),
+        kv=kv or create_kv(settings.kv_backend, settings.redis_url, clock),
+        bus=bus
+        or create_bus(settings.bus_backend, settings.nats_url, clock, stream=settings.bus_stream),
+        keystore=KeyStore(_secret(settings, "master_key", "master.key")),
+        secret_key=_secret(settings, "secret_key", "secret.key"),
+    )
+
+
+def _secret(settings: Settings, name: str, filename: str) -> bytes:
+    configured = getattr(settings, name)
+    if configured is not None:
+        return bytes(configured.get_secret_value(), "utf-8")
+    return keyfiles.load_or_create(settings.data_dir / filename)
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
+    """The ASGI app for `settings`; tests may pass a prepared `runtime` (frozen clock, etc.)."""
+    runtime = runtime or build_runtime(settings)
+    app = FastAPI(
+        title="Tabard",
+        version=__version__,
+        lifespan=_lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    app.state.admin_authenticator = AdminAuthenticator(runtime.secret_key, runtime.clock)
+    install_problem_handlers(app)
+    app.include_router(health_router)
+    app.include_router(_v1_router())
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestContextMiddleware, tracer=configure_tracing())
+    return app
+
+
+def _v1_router() -> APIRouter:
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_principal)])
+    v1.include_router(tenancy_router)
+    v1.include_router(audit_router)
+    return v1
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and worker processes: settings from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    runtime: Runtime = app.state.runtime
+    _mark_draining_on_sigterm(runtime)
+    checker = asyncio.create_task(
+        run_chain_checker(runtime.database, runtime.settings.audit_verify_interval_seconds)
+    )
+    try:
+        yield
+    finally:
+        checker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checker
+        await runtime.kv.close()
+        await runtime.bus.close()
+        await runtime.database.close()
+
+
+def _mark_draining_on_sigterm(runtime: Runtime) -> None:
+    """Chain onto the server's SIGTERM handler so /readyz says `draining` while requests finish."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        return
+    if not callable(previous):
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> Any:
+        runtime.draining = True
+        return previous(signum, frame)
+
+    with contextlib.suppress(ValueError):  # not the main thread: no signal handling to chain
+        signal.signal(signal.SIGTERM, on_sigterm)

@@ -1,0 +1,99 @@
+"""Pure-ASGI middleware: request id, trace span, security headers, metrics, one access log line."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from opentelemetry import trace
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tabard.core import metrics
+from tabard.core.logging import FIELD_REQUEST_ID, FIELD_SPAN_ID, FIELD_TRACE_ID, get_logger
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+log = get_logger("tabard.access")
+
+
+class RequestContextMiddleware:
+    """Outermost layer: everything inside sees `request.state.request_id` and a bound log context."""
+
+    def __init__(self, app: ASGIApp, tracer: trace.Tracer) -> None:
+        self.app = app
+        self.tracer = tracer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+                for name, value in _SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("cache-control", "no-store")
+            await send(message)
+
+        with self.tracer.start_as_current_span(f"HTTP {scope['method']}") as span:
+            span_context = span.get_span_context()
+            structlog.contextvars.bind_contextvars(
+                **{
+                    FIELD_REQUEST_ID: request_id,
+                    FIELD_TRACE_ID: format(span_context.trace_id, "032x"),
+                    FIELD_SPAN_ID: format(span_context.span_id, "016x"),
+                }
+            )
+            try:
+                await self.app(scope, receive, send_with_headers)
+            finally:
+                route = _route_template(scope)
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.response.status_code", status)
+                self._observe(scope, route, status, time.perf_counter() - started)
+                structlog.contextvars.clear_contextvars()
+
+    @staticmethod
+    def _observe(scope: Scope, route: str, status: int, elapsed: float) -> None:
+        method = scope["method"]
+        metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(method, route).observe(elapsed)
+        actor = scope.get("state", {}).get("actor")
+        log.info(
+            "request",
+            method=method,
+            route=route,
+            status=status,
+            latency_ms=round(elapsed * 1000, 3),
+            principal=getattr(actor, "kind", None) and f"{actor.kind.value}:{actor.id}",
+        )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _CLIENT_REQUEST_ID.match(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+def _route_template(scope: Scope) -> str:
+    # Templates, not raw paths: label values must stay bounded whatever ids clients send.
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"

@@ -1,0 +1,225 @@
+"""Writing, reading and verifying the audit log.
+
+`record` runs inside the caller's unit of work, so the state change and its audit event commit
+together. Denials happen on paths that roll back, so `record_denial` writes in a transaction of
+its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tabard.audit.chain import (
+    GENESIS_HASH,
+    VerifyResult,
+    chain_for,
+    event_hash,
+    format_time,
+    verify_events,
+)
+from tabard.audit.errors import AuditEventNotFound
+from tabard.audit.models import AuditChainHead, AuditEvent
+from tabard.audit.redaction import redact
+from tabard.audit.schemas import Outcome
+from tabard.core.context import Context
+from tabard.core.db import Database
+from tabard.core.ids import new_id
+from tabard.core.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor
+
+_EXPORT_BATCH = 500
+
+
+async def record(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    action: str,
+    org_id: str | None,
+    outcome: Outcome = Outcome.SUCCESS,
+    target: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to its org's chain within the current transaction."""
+    chain_id = chain_for(org_id)
+    head = await _lock_head(session, chain_id)
+    event = AuditEvent(
+        id=new_id(),
+        chain_id=chain_id,
+        chain_seq=head.last_seq + 1,
+        occurred_at=ctx.clock.now(),
+        org_id=org_id,
+        actor_kind=ctx.actor.kind.value,
+        actor_id=ctx.actor.id,
+        action=action,
+        outcome=outcome.value,
+        target=target,
+        request_id=ctx.request_id,
+        details=redact(details or {}),
+        prev_hash=head.last_hash,
+    )
+    event.hash = event_hash(head.last_hash, hashed_content(event))
+    head.last_seq, head.last_hash = event.chain_seq, event.hash
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def record_denial(
+    database: Database,
+    ctx: Context,
+    *,
+    action: str,
+    org_id: str | None,
+    reason: str,
+    target: str | None = None,
+) -> None:
+    """Audit a refused request in its own transaction (the request's own work rolls back)."""
+    async with database.unit_of_work() as session:
+        await record(
+            session,
+            ctx,
+            action=action,
+            org_id=org_id,
+            outcome=Outcome.DENIED,
+            target=target,
+            details={"reason": reason},
+        )
+
+
+async def _lock_head(session: AsyncSession, chain_id: str) -> AuditChainHead:
+    dialect = session.bind.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(AuditChainHead)
+        .values(chain_id=chain_id, last_seq=0, last_hash=GENESIS_HASH)
+        .on_conflict_do_nothing(index_elements=["chain_id"])
+    )
+    statement = (
+        select(AuditChainHead)
+        .where(AuditChainHead.chain_id == chain_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(statement)).scalar_one()
+
+
+def hashed_content(event: AuditEvent) -> dict[str, Any]:
+    """The fields of `event` that the chain hash covers, in their canonical textual form."""
+    return {
+        "id": event.id,
+        "chain_id": event.chain_id,
+        "chain_seq": event.chain_seq,
+        "occurred_at": format_time(event.occurred_at),
+        "org_id": event.org_id,
+        "actor_kind": event.actor_kind,
+        "actor_id": event.actor_id,
+        "action": event.action,
+        "outcome": event.outcome,
+        "target": event.target,
+        "request_id": event.request_id,
+        "details": event.details,
+    }
+
+
+def exported(event: AuditEvent) -> dict[str, Any]:
+    """The NDJSON export form: hashed content plus the chain links and global sequence."""
+    return {
+        **hashed_content(event),
+        "sequence": event.sequence,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    org_id: str | None = None
+    actor_id: str | None = None
+    action: str | None = None
+    outcome: Outcome | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _filtered(query: AuditFilter) -> Select[tuple[AuditEvent]]:
+    statement = select(AuditEvent)
+    if query.org_id is not None:
+        statement = statement.where(AuditEvent.org_id == query.org_id)
+    if query.actor_id is not None:
+        statement = statement.where(AuditEvent.actor_id == query.actor_id)
+    if query.action is not None:
+        statement = statement.where(AuditEvent.action == query.action)
+    if query.outcome is not None:
+        statement = statement.where(AuditEvent.outcome == query.outcome.value)
+    if query.since is not None:
+        statement = statement.where(AuditEvent.occurred_at >= query.since)
+    if query.until is not None:
+        statement = statement.where(AuditEvent.occurred_at < query.until)
+    return statement
+
+
+async def list_events(
+    session: AsyncSession, query: AuditFilter, *, cursor: str | None, limit: int = DEFAULT_LIMIT
+) -> tuple[list[AuditEvent], str | None]:
+    """A page of events, newest first."""
+    statement = _filtered(query).order_by(AuditEvent.sequence.desc()).limit(limit + 1)
+    after = decode_cursor(cursor)
+    if after is not None:
+        statement = statement.where(AuditEvent.sequence < int(after))
+    rows = list((await session.execute(statement)).scalars())
+    next_cursor = encode_cursor(rows[limit - 1].sequence) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def get_event(session: AsyncSession, event_id: str, *, org_id: str | None) -> AuditEvent:
+    """One event; confined to `org_id` unless it is None (platform admin)."""
+    statement = select(AuditEvent).where(AuditEvent.id == event_id)
+    if org_id is not None:
+        statement = statement.where(AuditEvent.org_id == org_id)
+    event = (await session.execute(statement)).scalar_one_or_none()
+    if event is None:
+        raise AuditEventNotFound(f"no audit event {event_id!r}")
+    return event
+
+
+async def export(database: Database, query: AuditFilter) -> AsyncIterator[dict[str, Any]]:
+    """Every matching event in sequence order, read in batches (NDJSON export, verification)."""
+    after = 0
+    while True:
+        async with database.unit_of_work() as session:
+            statement = (
+                _filtered(query)
+                .where(AuditEvent.sequence > after)
+                .order_by(AuditEvent.sequence)
+                .limit(_EXPORT_BATCH)
+            )
+            batch = list((await session.execute(statement)).scalars())
+        for event in batch:
+            yield exported(event)
+        if len(batch) < _EXPORT_BATCH:
+            return
+        after = batch[-1].sequence
+
+
+async def verify(database: Database) -> VerifyResult:
+    """Walk every chain; also catch a deleted tail by comparing with the chain heads."""
+    events = [event async for event in export(database, AuditFilter())]
+    result = verify_events(events)
+    if not result.verified:
+        return result
+    async with database.unit_of_work() as session:
+        heads = (await session.execute(select(AuditChainHead))).scalars().all()
+    last_by_chain = {event["chain_id"]: event for event in events}
+    for head in heads:
+        last = last_by_chain.get(head.chain_id)
+        if head.last_seq and (last is None or last["hash"] != head.last_hash):
+            broken = last["id"] if last else head.chain_id
+            return VerifyResult(verified=False, checked=result.checked, first_broken_id=broken)
+    return result

@@ -1,0 +1,189 @@
+"""Typed configuration from `TABARD_*` environment variables (and an optional `.env`).
+
+Built once by `load_settings()` and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "TABARD_"
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """Start-up configuration is invalid; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _choice(value: str, allowed: tuple[str, ...]) -> str:
+    normalized = value.strip().lower()
+    if normalized not in allowed:
+        raise ValueError(f"unsupported value {value!r} ({'|'.join(allowed)})")
+    return normalized
+
+
+class Settings(BaseSettings):
+    """Every setting of a Tabard process. See docs/configuration.md for the operator's view."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", validate_default=True
+    )
+
+    env: str = "development"
+    data_dir: Path = Path(".tabard")
+    public_url: str = "http://127.0.0.1:8080"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+    database_backend: str = ""
+    database_url: str = ""
+    database_pool_size: int = Field(default=10, ge=1, le=500)
+    database_pgbouncer: bool = False
+
+    kv_backend: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    bus_backend: str = "memory"
+    nats_url: str = "nats://127.0.0.1:4222"
+    bus_stream: str = "TABARD"
+
+    admin_secret: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    master_key: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+
+    log_format: str = "json"
+    log_level: str = "info"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    audit_verify_interval_seconds: float = Field(default=300, gt=0)
+    shutdown_grace_seconds: float = Field(default=30, gt=0)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        return _choice(value, ("development", "production"))
+
+    @field_validator("database_backend")
+    @classmethod
+    def _database_backend(cls, value: str) -> str:
+        return _choice(value, ("", "sqlite", "postgres"))
+
+    @field_validator("kv_backend")
+    @classmethod
+    def _kv_backend(cls, value: str) -> str:
+        return _choice(value, ("memory", "redis"))
+
+    @field_validator("bus_backend")
+    @classmethod
+    def _bus_backend(cls, value: str) -> str:
+        return _choice(value, ("memory", "nats"))
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        return _choice(value, ("json", "text"))
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        return _choice(value, ("debug", "info", "warning", "error"))
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("database_backend") == "postgres" and not value:
+            raise ValueError("postgres backend selected but URL is empty")
+        if value and not value.startswith(("sqlite:///", "postgres://", "postgresql")):
+            raise ValueError("unsupported URL (sqlite:///PATH or postgresql://HOST/DB)")
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL: the configured one, or the SQLite file under data_dir."""
+        url = self.database_url
+        if not url:
+            return f"sqlite+aiosqlite:///{self.data_dir / 'tabard.db'}"
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url.removeprefix("postgres://")
+        if url.startswith("postgresql://"):
+            return "postgresql+asyncpg://" + url.removeprefix("postgresql://")
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+        return url
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.resolved_database_url.startswith("postgresql")
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What stops a production start: generated or short secrets, plain-HTTP public URL."""
+    problems: list[str] = []
+    for name in ("admin_secret", "secret_key", "master_key"):
+        secret: SecretStr | None = getattr(settings, name)
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        if secret is None:
+            problems.append(f"{variable}: required in production (generated secrets are refused)")
+        elif len(secret.get_secret_value()) < MIN_PRODUCTION_SECRET_LENGTH:
+            problems.append(
+                f"{variable}: too short for production "
+                f"(at least {MIN_PRODUCTION_SECRET_LENGTH} characters)"
+            )
+    if not settings.public_url.startswith("https://"):
+        problems.append(f"{ENV_PREFIX}PUBLIC_URL: must be https in production")
+    return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate settings, raising `ConfigError` with one line per problem."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    if settings.is_production:
+        problems = production_problems(settings)
+        if problems:
+            raise ConfigError(problems)
+    return settings
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            variable = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"{variable}: {message}")
+        else:
+            lines.append(message)
+    return lines
+
+
+__all__ = ["ConfigError", "Settings", "load_settings", "production_problems"]

@@ -1,0 +1,41 @@
+"""Who is acting and in which request: passed from routes into services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tabard.core.clock import Clock
+
+
+class ActorKind(StrEnum):
+    PLATFORM_ADMIN = "platform_admin"
+    ORG_KEY = "org_key"
+    SYSTEM = "system"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The authenticated principal; `org_id` is the tenant it is confined to (None: platform)."""
+
+    kind: ActorKind
+    id: str | None = None
+    org_id: str | None = None
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return self.kind is ActorKind.PLATFORM_ADMIN
+
+
+SYSTEM = Actor(ActorKind.SYSTEM, "tabard")
+ANONYMOUS = Actor(ActorKind.ANONYMOUS)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The acting principal, the request id to trace by, and the clock to read time from."""
+
+    actor: Actor
+    clock: Clock
+    request_id: str | None = None

@@ -1,0 +1,26 @@
+"""Identifiers and token formats.
+
+Ids are UUIDv7 (time-ordered, so indexes stay append-friendly). Secrets carry a recognizable
+prefix (`tbd_org_…`, `tbd_admin_…`) so a leaked one is easy to spot and to redact.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import uuid6
+
+ORG_KEY_PREFIX = "tbd_org_"
+ADMIN_SECRET_PREFIX = "tbd_admin_"
+SECRET_PREFIXES = (ORG_KEY_PREFIX, ADMIN_SECRET_PREFIX)
+_SECRET_BYTES = 32
+
+
+def new_id() -> str:
+    """A UUIDv7 as a string."""
+    return str(uuid6.uuid7())
+
+
+def new_secret(prefix: str) -> str:
+    """A high-entropy random token (256 bits) carrying `prefix`."""
+    return prefix + secrets.token_urlsafe(_SECRET_BYTES)

@@ -1,0 +1,42 @@
+"""Every Prometheus metric Tabard exports, in one place. Labels never carry unbounded ids."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+HTTP_REQUESTS = Counter(
+    "tabard_http_requests_total",
+    "HTTP requests by method, route template and status code.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "tabard_http_request_duration_seconds",
+    "HTTP request latency by method and route template.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+DB_POOL_CHECKED_OUT = Gauge(
+    "tabard_db_pool_checked_out", "Database connections in use.", registry=REGISTRY
+)
+DB_POOL_SIZE = Gauge("tabard_db_pool_size", "Database connection pool size.", registry=REGISTRY)
+AUDIT_CHAIN_INTACT = Gauge(
+    "tabard_audit_chain_intact",
+    "1 when the last audit chain verification passed, 0 when it found a broken link.",
+    registry=REGISTRY,
+)
+AUDIT_EVENTS_CHECKED = Gauge(
+    "tabard_audit_events_checked", "Events checked by the last audit verification.", registry=REGISTRY
+)

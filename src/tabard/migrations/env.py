@@ -1,0 +1,23 @@
+"""Alembic environment. Runs on a connection handed in by `tabard.core.migrations`."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import tabard.audit.models
+import tabard.core.outbox
+import tabard.tenancy.models  # noqa: F401 - importing the models registers their tables
+from tabard.core.db import Base
+
+config = context.config
+connection = config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    transaction_per_migration=True,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+    on_version_apply=config.attributes.get("on_version_apply"),
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,45 @@
+"""Tenancy errors."""
+
+from __future__ import annotations
+
+from tabard.core.errors import Conflict, Forbidden, NotFound, Unauthenticated
+
+
+class OrgNotFound(NotFound):
+    code = "ORG_NOT_FOUND"
+    title = "Organization not found"
+
+
+class OrgAlreadyExists(Conflict):
+    code = "ORG_ALREADY_EXISTS"
+    title = "Organization already exists"
+
+
+class OrgSuspended(Forbidden):
+    code = "ORG_SUSPENDED"
+    title = "Organization is suspended"
+
+
+class OrgNotEmpty(Conflict):
+    code = "ORG_HAS_ACTIVE_AGENTS"
+    title = "Organization still owns active agents"
+
+
+class OrgStateConflict(Conflict):
+    code = "ORG_STATE_CONFLICT"
+    title = "Organization is not in a state that allows this"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "API_KEY_NOT_FOUND"
+    title = "API key not found"
+
+
+class InvalidCredentials(Unauthenticated):
+    code = "INVALID_CREDENTIALS"
+    title = "Invalid credentials"
+
+
+class NotPermitted(Forbidden):
+    code = "NOT_PERMITTED"
+    title = "Not permitted"
