@@ -6,11 +6,27 @@ set and reachable: an unreachable service fails the run instead of silently skip
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tabard.api.app import build_runtime, create_app
+from tabard.core.clock import FrozenClock, SystemClock
+from tabard.core.config import Settings, load_settings
+from tabard.core.db import Base
+from tabard.core.migrations import upgrade
+from tabard.core.runtime import Runtime
+from tabard.tenancy.authentication import ensure_admin_secret
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -54,3 +70,100 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def nats_url() -> str:
     return service_url("TABARD_TEST_NATS_URL", 4222)
+
+
+ADMIN_SECRET = "test-admin-secret-that-is-long-enough-0123456789"
+_TABLES = (
+    "audit_events, audit_chain_heads, org_api_keys, organizations, outbox_events, platform_admin"
+)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied for each test (migrating per test would be slow)."""
+    directory = tmp_path_factory.mktemp("template")
+    settings = load_settings(data_dir=directory)
+    asyncio.run(upgrade(settings))
+    return directory / "tabard.db"
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres_url: str) -> str:
+    async def reset_and_migrate() -> None:
+        engine = create_async_engine(Settings(database_url=postgres_url).resolved_database_url)
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP SCHEMA public CASCADE"))
+            await connection.execute(text("CREATE SCHEMA public"))
+        await engine.dispose()
+        await upgrade(load_settings(database_url=postgres_url))
+
+    asyncio.run(reset_and_migrate())
+    return postgres_url
+
+
+async def _truncate_postgres(url: str) -> None:
+    engine = create_async_engine(Settings(database_url=url).resolved_database_url)
+    async with engine.begin() as connection:
+        tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on a migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        shutil.copy(request.getfixturevalue("sqlite_template"), tmp_path / "tabard.db")
+        yield load_settings(data_dir=tmp_path, log_format="text")
+        return
+    url = request.getfixturevalue("migrated_postgres")
+    asyncio.run(_truncate_postgres(url))
+    yield load_settings(data_dir=tmp_path, database_url=url, log_format="text")
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(SystemClock().now())
+
+
+@pytest_asyncio.fixture
+async def runtime(settings: Settings, clock: FrozenClock) -> AsyncIterator[Runtime]:
+    runtime = build_runtime(settings, clock=clock)
+    async with runtime.database.unit_of_work() as session:
+        await ensure_admin_secret(session, ADMIN_SECRET, clock)
+    yield runtime
+    await runtime.kv.close()
+    await runtime.bus.close()
+    await runtime.database.close()
+
+
+@pytest_asyncio.fixture
+async def client(settings: Settings, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the real ASGI app (no network, no mocks)."""
+    app = create_app(settings, runtime=runtime)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tabard.test") as http:
+        yield http
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_SECRET}"}
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def create_org(client: httpx.AsyncClient, org_id: str = "acme") -> dict[str, object]:
+    response = await client.post(
+        "/v1/orgs", json={"id": org_id, "display_name": org_id.title()}, headers=ADMIN
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def create_org_key(client: httpx.AsyncClient, org_id: str = "acme") -> str:
+    response = await client.post(f"/v1/orgs/{org_id}/keys", json={"name": "ci"}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    secret: str = response.json()["secret"]
+    return secret

@@ -1,4 +1,4 @@
-"""Liveness, readiness and metrics endpoints (no authentication except the optional metrics token)."""
+"""Liveness, readiness and metrics (unauthenticated, except for the optional metrics token)."""
 
 from __future__ import annotations
 

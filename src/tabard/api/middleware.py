@@ -24,7 +24,7 @@ log = get_logger("tabard.access")
 
 
 class RequestContextMiddleware:
-    """Outermost layer: everything inside sees `request.state.request_id` and a bound log context."""
+    """Outermost layer: everything inside sees the request id and a bound log context."""
 
     def __init__(self, app: ASGIApp, tracer: trace.Tracer) -> None:
         self.app = app
@@ -87,7 +87,7 @@ class RequestContextMiddleware:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
+            candidate: str = value.decode("latin-1")
             if _CLIENT_REQUEST_ID.match(candidate):
                 return candidate
     return uuid.uuid4().hex
@@ -95,5 +95,5 @@ def _request_id(scope: Scope) -> str:
 
 def _route_template(scope: Scope) -> str:
     # Templates, not raw paths: label values must stay bounded whatever ids clients send.
-    route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else "unmatched"

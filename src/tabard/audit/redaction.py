@@ -14,7 +14,7 @@ from tabard.core.ids import SECRET_PREFIXES
 REDACTED = "[REDACTED]"
 
 _CREDENTIAL_PATTERNS = (
-    re.compile(r"\b(?:%s)[A-Za-z0-9_\-]{8,}" % "|".join(map(re.escape, SECRET_PREFIXES))),
+    re.compile(r"\b(?:{})[A-Za-z0-9_\-]{{8,}}".format("|".join(map(re.escape, SECRET_PREFIXES)))),
     re.compile(r"\btbd_[a-z]+_[A-Za-z0-9_\-]{16,}"),  # any current or future Tabard secret
     re.compile(r"\beyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"),  # JWT / JWS
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),

@@ -49,9 +49,7 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[AuditEventOut]:
     async with runtime.database.unit_of_work() as session:
-        events, next_cursor = await service.list_events(
-            session, query, cursor=cursor, limit=limit
-        )
+        events, next_cursor = await service.list_events(session, query, cursor=cursor, limit=limit)
     items = [AuditEventOut.model_validate(event, from_attributes=True) for event in events]
     return Page[AuditEventOut](items=items, next_cursor=next_cursor)
 

@@ -94,7 +94,7 @@ async def record_denial(
 
 
 async def _lock_head(session: AsyncSession, chain_id: str) -> AuditChainHead:
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     await session.execute(
         insert(AuditChainHead)
@@ -148,7 +148,7 @@ class AuditFilter:
     until: datetime | None = None
 
 
-def _filtered(query: AuditFilter) -> Select[tuple[AuditEvent]]:
+def _filtered(query: AuditFilter) -> Select[AuditEvent]:
     statement = select(AuditEvent)
     if query.org_id is not None:
         statement = statement.where(AuditEvent.org_id == query.org_id)

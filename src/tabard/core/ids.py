@@ -11,7 +11,7 @@ import secrets
 import uuid6
 
 ORG_KEY_PREFIX = "tbd_org_"
-ADMIN_SECRET_PREFIX = "tbd_admin_"
+ADMIN_SECRET_PREFIX = "tbd_admin_"  # noqa: S105 - a format prefix, not a secret
 SECRET_PREFIXES = (ORG_KEY_PREFIX, ADMIN_SECRET_PREFIX)
 _SECRET_BYTES = 32
 

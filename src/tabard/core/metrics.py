@@ -38,5 +38,7 @@ AUDIT_CHAIN_INTACT = Gauge(
     registry=REGISTRY,
 )
 AUDIT_EVENTS_CHECKED = Gauge(
-    "tabard_audit_events_checked", "Events checked by the last audit verification.", registry=REGISTRY
+    "tabard_audit_events_checked",
+    "Events checked by the last audit verification.",
+    registry=REGISTRY,
 )

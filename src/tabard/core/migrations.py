@@ -52,7 +52,9 @@ def _pending(current: str | None) -> list[str]:
 
 def _status_sync(connection: Connection) -> MigrationStatus:
     current = MigrationContext.configure(connection).get_current_revision()
-    return MigrationStatus(current=current, head=_scripts().get_current_head(), pending=_pending(current))
+    return MigrationStatus(
+        current=current, head=_scripts().get_current_head(), pending=_pending(current)
+    )
 
 
 def _upgrade_sync(connection: Connection, applied: list[str]) -> None:
@@ -82,7 +84,9 @@ async def upgrade(settings: Settings) -> list[str]:
         async with engine.connect() as connection:
             postgres = connection.dialect.name == "postgresql"
             if postgres:
-                await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+                await connection.execute(
+                    text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
+                )
                 await connection.commit()
             try:
                 before = await connection.run_sync(_status_sync)

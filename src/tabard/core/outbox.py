@@ -38,7 +38,7 @@ async def emit(
     session: AsyncSession,
     clock: Clock,
     *,
-    type: str,  # noqa: A002 - the event envelope's field is called type
+    type: str,
     org_id: str | None,
     subject: str | None,
     data: dict[str, Any],

@@ -17,12 +17,12 @@ _provider: TracerProvider | None = None
 
 def configure_tracing() -> trace.Tracer:
     """Install the tracer provider once per process and return Tabard's tracer."""
-    global _provider  # noqa: PLW0603 - one provider per process, as OpenTelemetry expects
+    global _provider  # one provider per process, as OpenTelemetry expects
     if _provider is None:
         resource = Resource.create({"service.name": "tabard", "service.version": __version__})
         _provider = TracerProvider(resource=resource)
         if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # an optional extra
                 OTLPSpanExporter,
             )
 

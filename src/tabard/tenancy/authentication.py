@@ -80,8 +80,10 @@ async def ensure_admin_secret(
     """
     admin = await session.get(PlatformAdmin, PLATFORM_ADMIN_ROW)
     if configured is not None:
-        if admin is None or admin.generated or not await argon2_verify(
-            admin.secret_hash, configured
+        if (
+            admin is None
+            or admin.generated
+            or not await argon2_verify(admin.secret_hash, configured)
         ):
             _store(session, admin, argon2_hash(configured), generated=False, clock=clock)
         return None
@@ -93,7 +95,12 @@ async def ensure_admin_secret(
 
 
 def _store(
-    session: AsyncSession, admin: PlatformAdmin | None, encoded: str, *, generated: bool, clock: Clock
+    session: AsyncSession,
+    admin: PlatformAdmin | None,
+    encoded: str,
+    *,
+    generated: bool,
+    clock: Clock,
 ) -> None:
     if admin is None:
         admin = PlatformAdmin(id=PLATFORM_ADMIN_ROW)

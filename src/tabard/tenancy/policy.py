@@ -17,4 +17,3 @@ def require_org_access(actor: Actor, org_id: str) -> None:
         return
     if actor.org_id != org_id:
         raise OrgNotFound(f"no organization {org_id!r}")
-

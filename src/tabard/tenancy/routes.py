@@ -96,9 +96,7 @@ async def create_api_key(
 ) -> ApiKeyCreated:
     policy.require_org_access(ctx.actor, org_id)
     async with runtime.database.unit_of_work() as session:
-        key, secret = await service.create_api_key(
-            session, ctx, runtime.secret_key, org_id, body
-        )
+        key, secret = await service.create_api_key(session, ctx, runtime.secret_key, org_id, body)
     return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), secret=secret)
 
 
@@ -111,7 +109,9 @@ async def list_api_keys(org_id: str, runtime: RuntimeDep, ctx: ContextDep) -> li
 
 
 @router.delete("/orgs/{org_id}/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_api_key(org_id: str, key_id: str, runtime: RuntimeDep, ctx: ContextDep) -> Response:
+async def revoke_api_key(
+    org_id: str, key_id: str, runtime: RuntimeDep, ctx: ContextDep
+) -> Response:
     policy.require_org_access(ctx.actor, org_id)
     async with runtime.database.unit_of_work() as session:
         await service.revoke_api_key(session, ctx, org_id, key_id)

@@ -1,0 +1,85 @@
+"""Redis key-value store, shared by every replica. Expiry runs on the Redis server's clock."""
+
+from __future__ import annotations
+
+import math
+from typing import cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from tabard.core.kv import require_ttl
+
+# EXISTS and INCRBY run as one script so no other client can create the counter in between:
+# the TTL is set only by the call that created the key. ARGV[2] is the TTL in ms, 0 for none.
+_INCR_SCRIPT = """
+local created = redis.call('EXISTS', KEYS[1]) == 0
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if created and tonumber(ARGV[2]) > 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+"""
+
+
+class RedisKeyValueStore:
+    """`KeyValueStore` on Redis; every key is stored as `namespace:key`.
+
+    The connection pool opens on first use, so building the store never blocks or fails.
+    """
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self._prefix = f"{namespace}:"
+        self._client = aioredis.Redis.from_url(url)
+        self._incr = self._client.register_script(_INCR_SCRIPT)
+
+    async def get(self, key: str) -> bytes | None:
+        # decode_responses is off (the default), so Redis replies with bytes, never str.
+        return cast("bytes | None", await self._client.get(self._key(key)))
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float | None = None) -> None:
+        require_ttl(ttl_seconds)
+        await self._client.set(self._key(key), value, px=_milliseconds(ttl_seconds))
+
+    async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float | None = None) -> bool:
+        require_ttl(ttl_seconds)
+        stored = await self._client.set(
+            self._key(key), value, px=_milliseconds(ttl_seconds), nx=True
+        )
+        return bool(stored)
+
+    async def incr(self, key: str, amount: int = 1, ttl_seconds: float | None = None) -> int:
+        require_ttl(ttl_seconds)
+        try:
+            result = await self._incr(
+                keys=[self._key(key)], args=[amount, _milliseconds(ttl_seconds) or 0]
+            )
+        except ResponseError as error:
+            if "not an integer" in str(error):
+                raise ValueError("value is not an integer") from error
+            raise
+        return int(result)
+
+    async def delete(self, key: str) -> bool:
+        removed: int = await self._client.delete(self._key(key))
+        return removed > 0
+
+    async def ttl(self, key: str) -> float | None:
+        # PTTL answers -2 for a missing key and -1 for a key without expiry.
+        remaining: int = await self._client.pttl(self._key(key))
+        return remaining / 1000 if remaining >= 0 else None
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def close(self) -> None:
+        # The client built the pool from the URL, so closing the client disconnects the pool.
+        await self._client.aclose()
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+
+def _milliseconds(ttl_seconds: float | None) -> int | None:
+    # Rounded up: Redis takes whole milliseconds, and a key must never expire early.
+    return None if ttl_seconds is None else max(1, math.ceil(ttl_seconds * 1000))

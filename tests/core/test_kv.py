@@ -1,0 +1,265 @@
+"""One conformance suite for every `KeyValueStore` backend.
+
+The memory store runs on a FrozenClock, so expiry is tested by moving the clock; Redis expires keys
+on its own clock, so its cases use a short real TTL and sleep past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+import redis.asyncio as aioredis
+
+from tabard.core.clock import FrozenClock
+from tabard.core.kv import KeyValueStore, create_kv
+from tabard.core.kv.memory import MemoryKeyValueStore
+
+TIMEOUT = 10
+
+
+@dataclass
+class Backend:
+    """A store under test, the TTL its expiry cases use, and how to let time pass for it."""
+
+    store: KeyValueStore
+    ttl: float
+    elapse: Callable[[float], Awaitable[None]]
+    make_store: Callable[[str], KeyValueStore]
+
+
+@asynccontextmanager
+async def _memory_backend() -> AsyncIterator[Backend]:
+    clock = FrozenClock()
+
+    async def elapse(seconds: float) -> None:
+        clock.advance(seconds)
+
+    store = create_kv("memory", "", clock)
+    try:
+        yield Backend(store, 30.0, elapse, lambda _namespace: create_kv("memory", "", clock))
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def _redis_backend(url: str) -> AsyncIterator[Backend]:
+    url = _with_socket_timeouts(url)
+    namespace = f"test-{uuid.uuid4().hex}"
+    clock = FrozenClock()  # unused by Redis, which expires keys on the server's clock
+
+    def make_store(ns: str) -> KeyValueStore:
+        return create_kv("redis", url, clock, namespace=ns)
+
+    store = make_store(namespace)
+    try:
+        yield Backend(store, 0.2, asyncio.sleep, make_store)
+    finally:
+        await store.close()
+        await _delete_namespace(url, namespace)
+
+
+def _with_socket_timeouts(url: str) -> str:
+    # A stalled server must fail the test, not hang it: every Redis call is bounded.
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}socket_timeout={TIMEOUT}&socket_connect_timeout={TIMEOUT}"
+
+
+async def _delete_namespace(url: str, namespace: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{namespace}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def kv(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        backend = _memory_backend()
+    else:
+        backend = _redis_backend(request.getfixturevalue("redis_url"))
+    async with backend as ready:
+        yield ready
+
+
+def key() -> str:
+    return f"k-{uuid.uuid4().hex}"
+
+
+async def test_get_of_a_missing_key_is_none(kv: Backend) -> None:
+    assert await kv.store.get(key()) is None
+
+
+async def test_set_then_get_round_trips_bytes(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"\x00\xffvalue")
+    assert await kv.store.get(name) == b"\x00\xffvalue"
+
+
+async def test_set_replaces_value_and_ttl(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"old", ttl_seconds=kv.ttl)
+    await kv.store.set(name, b"new")
+    assert await kv.store.get(name) == b"new"
+    assert await kv.store.ttl(name) is None
+    await kv.elapse(kv.ttl * 1.5)
+    assert await kv.store.get(name) == b"new"
+
+
+async def test_key_expires_after_its_ttl(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"v", ttl_seconds=kv.ttl)
+    remaining = await kv.store.ttl(name)
+    assert remaining is not None
+    assert 0 < remaining <= kv.ttl
+    await kv.elapse(kv.ttl * 1.5)
+    assert await kv.store.get(name) is None
+    assert await kv.store.ttl(name) is None
+
+
+async def test_ttl_is_none_without_expiry_or_key(kv: Backend) -> None:
+    name = key()
+    assert await kv.store.ttl(name) is None
+    await kv.store.set(name, b"v")
+    assert await kv.store.ttl(name) is None
+
+
+@pytest.mark.parametrize("bad_ttl", [0, -1.0])
+async def test_non_positive_ttl_is_rejected(kv: Backend, bad_ttl: float) -> None:
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        await kv.store.set(key(), b"v", ttl_seconds=bad_ttl)
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        await kv.store.set_if_absent(key(), b"v", ttl_seconds=bad_ttl)
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        await kv.store.incr(key(), ttl_seconds=bad_ttl)
+
+
+async def test_set_if_absent_has_exactly_one_winner(kv: Backend) -> None:
+    name = key()
+    values = [f"caller-{i}".encode() for i in range(20)]
+    results = await asyncio.gather(*(kv.store.set_if_absent(name, v) for v in values))
+    assert results.count(True) == 1
+    assert await kv.store.get(name) == values[results.index(True)]
+
+
+async def test_set_if_absent_keeps_an_existing_value(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"first")
+    assert await kv.store.set_if_absent(name, b"second") is False
+    assert await kv.store.get(name) == b"first"
+
+
+async def test_set_if_absent_succeeds_again_once_the_key_expired(kv: Backend) -> None:
+    name = key()
+    assert await kv.store.set_if_absent(name, b"lock-1", ttl_seconds=kv.ttl) is True
+    assert await kv.store.ttl(name) is not None
+    await kv.elapse(kv.ttl * 1.5)
+    assert await kv.store.set_if_absent(name, b"lock-2") is True
+    assert await kv.store.get(name) == b"lock-2"
+
+
+async def test_incr_creates_and_adds(kv: Backend) -> None:
+    name = key()
+    assert await kv.store.incr(name) == 1
+    assert await kv.store.incr(name, 5) == 6
+    assert await kv.store.incr(name, -10) == -4
+    assert await kv.store.get(name) == b"-4"
+
+
+async def test_incr_is_atomic_under_concurrency(kv: Backend) -> None:
+    name = key()
+    results = await asyncio.gather(*(kv.store.incr(name) for _ in range(50)))
+    assert sorted(results) == list(range(1, 51))
+    assert await kv.store.get(name) == b"50"
+
+
+async def test_incr_sets_the_ttl_only_when_creating(kv: Backend) -> None:
+    name = key()
+    await kv.store.incr(name, ttl_seconds=kv.ttl)
+    await kv.elapse(kv.ttl / 2)
+    assert await kv.store.incr(name, ttl_seconds=kv.ttl) == 2
+    remaining = await kv.store.ttl(name)
+    assert remaining is not None
+    assert remaining < kv.ttl * 0.75  # not renewed by the second increment
+    await kv.elapse(kv.ttl)
+    assert await kv.store.get(name) is None
+    assert await kv.store.incr(name, ttl_seconds=kv.ttl) == 1
+
+
+async def test_incr_ignores_the_ttl_of_an_existing_counter(kv: Backend) -> None:
+    name = key()
+    await kv.store.incr(name)
+    await kv.store.incr(name, ttl_seconds=kv.ttl)
+    assert await kv.store.ttl(name) is None
+
+
+async def test_incr_continues_a_counter_stored_with_set(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"41")
+    assert await kv.store.incr(name) == 42
+
+
+@pytest.mark.parametrize("value", [b"abc", b"1.5", b" 5", b""])
+async def test_incr_of_a_non_integer_raises_value_error(kv: Backend, value: bytes) -> None:
+    name = key()
+    await kv.store.set(name, value)
+    with pytest.raises(ValueError, match="not an integer"):
+        await kv.store.incr(name)
+    assert await kv.store.get(name) == value
+
+
+async def test_delete_reports_whether_the_key_existed(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"v")
+    assert await kv.store.delete(name) is True
+    assert await kv.store.get(name) is None
+    assert await kv.store.delete(name) is False
+
+
+async def test_delete_of_an_expired_key_is_false(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"v", ttl_seconds=kv.ttl)
+    await kv.elapse(kv.ttl * 1.5)
+    assert await kv.store.delete(name) is False
+
+
+async def test_ping_succeeds_on_a_live_store(kv: Backend) -> None:
+    await kv.store.ping()
+
+
+async def test_namespaces_do_not_collide(kv: Backend) -> None:
+    name = key()
+    other = kv.make_store(f"test-{uuid.uuid4().hex}")
+    try:
+        await kv.store.set(name, b"mine")
+        assert await other.get(name) is None
+        assert await other.set_if_absent(name, b"theirs") is True
+        assert await kv.store.get(name) == b"mine"
+        await other.delete(name)
+    finally:
+        await other.close()
+
+
+def test_unknown_backend_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown key-value backend"):
+        create_kv("memcached", "", FrozenClock())
+
+
+async def test_memory_store_sweeps_expired_keys_it_is_not_asked_about() -> None:
+    clock = FrozenClock()
+    store = MemoryKeyValueStore(clock)
+    for i in range(5000):
+        await store.set(f"old-{i}", b"v", ttl_seconds=1)
+    clock.advance(2)
+    for i in range(5000):
+        await store.set(f"new-{i}", b"v")
+    # Internal size is the behaviour under test: dead keys must not accumulate forever.
+    assert len(store._data) < 6000
+    assert await store.get("new-0") == b"v"
