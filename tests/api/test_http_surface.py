@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from pydantic import SecretStr
 from fastapi import FastAPI
 
 from tabard.api.app import build_runtime, create_app
@@ -72,7 +73,7 @@ class TestMetrics:
     async def test_metrics_token_is_enforced_when_set(
         self, settings: Settings, runtime: Runtime
     ) -> None:
-        guarded = settings.model_copy(update={"metrics_token": "m" * 40})
+        guarded = settings.model_copy(update={"metrics_token": SecretStr("m" * 40)})
         runtime.settings = guarded
         async with _client(create_app(guarded, runtime=runtime)) as http:
             assert (await http.get("/metrics")).status_code == 401

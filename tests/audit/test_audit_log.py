@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -17,11 +19,27 @@ from tabard.core.runtime import Runtime
 from tests.conftest import ADMIN, bearer, create_org, create_org_key
 
 
-async def _drop_triggers(runtime: Runtime) -> None:
+@asynccontextmanager
+async def triggers_off(runtime: Runtime) -> AsyncIterator[None]:
+    """Let a test tamper like an attacker with database access (PostgreSQL is shared: restore)."""
+    postgres = runtime.database.dialect == "postgresql"
     async with runtime.database.unit_of_work() as session:
-        for verb in ("update", "delete"):
-            suffix = " ON audit_events" if runtime.database.dialect == "postgresql" else ""
-            await session.execute(text(f"DROP TRIGGER audit_events_no_{verb}{suffix}"))
+        if postgres:
+            await session.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+        else:
+            for verb in ("update", "delete"):
+                await session.execute(text(f"DROP TRIGGER audit_events_no_{verb}"))
+    try:
+        yield
+    finally:
+        if postgres:
+            async with runtime.database.unit_of_work() as session:
+                await session.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
+
+
+async def tamper(runtime: Runtime, statement: str, event_id: str) -> None:
+    async with triggers_off(runtime), runtime.database.unit_of_work() as session:
+        await session.execute(text(statement), {"id": event_id})
 
 
 class TestRecording:
@@ -98,12 +116,9 @@ class TestChain:
         await client.post("/v1/orgs/acme/suspend", headers=ADMIN)
         events = (await client.get("/v1/audit", headers=ADMIN)).json()["items"]
         victim = next(event for event in events if event["action"] == "org.api_key.created")
-        await _drop_triggers(runtime)
-        async with runtime.database.unit_of_work() as session:
-            await session.execute(
-                text("UPDATE audit_events SET outcome = 'denied' WHERE id = :id"),
-                {"id": victim["id"]},
-            )
+        await tamper(
+            runtime, "UPDATE audit_events SET outcome = 'denied' WHERE id = :id", victim["id"]
+        )
         result = (await client.get("/v1/audit/verify", headers=ADMIN)).json()
         assert result["verified"] is False
         assert result["first_broken_id"] == victim["id"]
@@ -116,11 +131,7 @@ class TestChain:
         await client.post("/v1/orgs/acme/suspend", headers=ADMIN)
         events = (await client.get("/v1/audit", headers=ADMIN)).json()["items"]
         _, second, third = sorted(events, key=lambda e: e["chain_seq"])
-        await _drop_triggers(runtime)
-        async with runtime.database.unit_of_work() as session:
-            await session.execute(
-                text("DELETE FROM audit_events WHERE id = :id"), {"id": second["id"]}
-            )
+        await tamper(runtime, "DELETE FROM audit_events WHERE id = :id", second["id"])
         result = (await client.get("/v1/audit/verify", headers=ADMIN)).json()
         assert result["first_broken_id"] == third["id"]
 
@@ -131,11 +142,7 @@ class TestChain:
         await create_org_key(client, "acme")
         events = (await client.get("/v1/audit", headers=ADMIN)).json()["items"]
         newest = max(events, key=lambda e: e["chain_seq"])
-        await _drop_triggers(runtime)
-        async with runtime.database.unit_of_work() as session:
-            await session.execute(
-                text("DELETE FROM audit_events WHERE id = :id"), {"id": newest["id"]}
-            )
+        await tamper(runtime, "DELETE FROM audit_events WHERE id = :id", newest["id"])
         assert (await client.get("/v1/audit/verify", headers=ADMIN)).json()["verified"] is False
 
     async def test_org_key_may_not_verify_the_platform(self, client: httpx.AsyncClient) -> None:

@@ -63,7 +63,14 @@ class Server:
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+        return self.wait()
+
+    def wait(self) -> int:
+        """Exit code once the process has ended; closes its output pipe."""
+        code = self.process.wait(timeout=30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return code
 
 
 def _admin_secret(banner: list[str]) -> str:
@@ -117,4 +124,4 @@ class TestServe:
             connection.sendall(body[10:])
             response = connection.recv(65536).decode()
         assert response.startswith("HTTP/1.1 201"), response
-        assert server.process.wait(timeout=30) == 0
+        assert server.wait() == 0

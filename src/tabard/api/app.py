@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tabard import __version__
@@ -75,7 +75,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.admin_authenticator = AdminAuthenticator(runtime.secret_key, runtime.clock)
     install_problem_handlers(app)
     app.include_router(health_router)
-    app.include_router(_v1_router())
+    # Domain routers carry their full /v1 prefix so route templates (metrics, logs) are complete.
+    for domain_router in (tenancy_router, audit_router):
+        app.include_router(domain_router, dependencies=[Depends(require_principal)])
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -86,13 +88,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         )
     app.add_middleware(RequestContextMiddleware, tracer=configure_tracing())
     return app
-
-
-def _v1_router() -> APIRouter:
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_principal)])
-    v1.include_router(tenancy_router)
-    v1.include_router(audit_router)
-    return v1
 
 
 def create_app_from_env() -> FastAPI:

@@ -15,10 +15,11 @@ from tabard.core import metrics
 from tabard.core.logging import FIELD_REQUEST_ID, FIELD_SPAN_ID, FIELD_TRACE_ID, get_logger
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_SECURITY_HEADERS = {
+SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
 }
 log = get_logger("tabard.access")
 
@@ -45,9 +46,8 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["x-request-id"] = request_id
-                for name, value in _SECURITY_HEADERS.items():
+                for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
-                headers.setdefault("cache-control", "no-store")
             await send(message)
 
         with self.tracer.start_as_current_span(f"HTTP {scope['method']}") as span:

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tabard.api.middleware import SECURITY_HEADERS
 from tabard.audit import service as audit
 from tabard.core.context import Context
 from tabard.core.errors import TabardError
@@ -42,16 +43,21 @@ def problem(
     headers: dict[str, str] | None = None,
     **extensions: Any,
 ) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
     body = {
         "type": f"https://tabard.dev/problems/{code.lower().replace('_', '-')}",
         "title": title,
         "status": status,
         "detail": detail,
         "code": code,
-        "request_id": getattr(request.state, "request_id", None),
+        "request_id": request_id,
         **extensions,
     }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    # An unhandled error is answered outside our middleware, so the headers are set here too.
+    all_headers = {**SECURITY_HEADERS, **(headers or {})}
+    if request_id:
+        all_headers["x-request-id"] = request_id
+    return JSONResponse(body, status_code=status, headers=all_headers, media_type=PROBLEM_JSON)
 
 
 async def _tabard_error(request: Request, exc: Exception) -> JSONResponse:

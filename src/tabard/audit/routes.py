@@ -15,7 +15,7 @@ from tabard.audit.schemas import AuditEventOut, AuditVerification, Outcome
 from tabard.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from tabard.core.runtime import ActorDep, RuntimeDep
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 def audit_filter(

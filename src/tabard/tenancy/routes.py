@@ -20,7 +20,7 @@ from tabard.tenancy.schemas import (
     PrincipalOut,
 )
 
-router = APIRouter(tags=["organizations"])
+router = APIRouter(prefix="/v1", tags=["organizations"])
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
