@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from pydantic import SecretStr
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from tabard.api.app import build_runtime, create_app
 from tabard.core.config import Settings

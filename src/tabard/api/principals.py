@@ -10,6 +10,7 @@ from tabard.tenancy.authentication import (
     AdminAuthenticator,
     authenticate_org_key,
     looks_like_org_key,
+    record_key_use,
 )
 
 _BEARER = "bearer "
@@ -20,12 +21,18 @@ async def require_principal(request: Request) -> None:
     token = _bearer_token(request)
     runtime = get_runtime(request)
     admin: AdminAuthenticator = request.app.state.admin_authenticator
-    async with runtime.database.unit_of_work() as session:
+    stale = False
+    async with runtime.database.read_only() as session:
         if looks_like_org_key(token):
-            actor = await authenticate_org_key(session, runtime.secret_key, token, runtime.clock)
+            actor, stale = await authenticate_org_key(
+                session, runtime.secret_key, token, runtime.clock
+            )
         else:
             actor = await admin.authenticate(session, token)
     request.state.actor = actor
+    if stale and actor.id is not None:
+        async with runtime.database.unit_of_work() as session:
+            await record_key_use(session, actor.id, runtime.clock)
 
 
 def _bearer_token(request: Request) -> str:

@@ -48,7 +48,7 @@ async def list_events(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[AuditEventOut]:
-    async with runtime.database.unit_of_work() as session:
+    async with runtime.database.read_only() as session:
         events, next_cursor = await service.list_events(session, query, cursor=cursor, limit=limit)
     items = [AuditEventOut.model_validate(event, from_attributes=True) for event in events]
     return Page[AuditEventOut](items=items, next_cursor=next_cursor)
@@ -77,6 +77,6 @@ async def export(runtime: RuntimeDep, query: FilterDep) -> StreamingResponse:
 @router.get("/{event_id}", response_model=AuditEventOut)
 async def get_event(event_id: str, runtime: RuntimeDep, actor: ActorDep) -> AuditEventOut:
     scope = policy.audit_scope(actor, None)
-    async with runtime.database.unit_of_work() as session:
+    async with runtime.database.read_only() as session:
         event = await service.get_event(session, event_id, org_id=scope)
     return AuditEventOut.model_validate(event, from_attributes=True)

@@ -193,7 +193,7 @@ async def export(database: Database, query: AuditFilter) -> AsyncIterator[dict[s
     """Every matching event in sequence order, read in batches (NDJSON export, verification)."""
     after = 0
     while True:
-        async with database.unit_of_work() as session:
+        async with database.read_only() as session:
             statement = (
                 _filtered(query)
                 .where(AuditEvent.sequence > after)
@@ -214,7 +214,7 @@ async def verify(database: Database) -> VerifyResult:
     result = verify_events(events)
     if not result.verified:
         return result
-    async with database.unit_of_work() as session:
+    async with database.read_only() as session:
         heads = (await session.execute(select(AuditChainHead))).scalars().all()
     last_by_chain = {event["chain_id"]: event for event in events}
     for head in heads:

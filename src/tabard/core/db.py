@@ -28,6 +28,7 @@ from sqlalchemy.types import TypeDecorator
 from tabard.core.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+_READ_ONLY = "tabard_read_only"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -104,7 +105,8 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate and not read_only else "BEGIN")
 
 
 class Database:
@@ -113,6 +115,10 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
+        # On SQLite a read takes no write lock, so readers never queue behind writers (WAL).
+        self._read_sessions = async_sessionmaker(
+            engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
@@ -122,6 +128,12 @@ class Database:
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
         """One transaction: commits once on success, rolls back everything on any exception."""
         async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read_only(self) -> AsyncIterator[AsyncSession]:
+        """A transaction for reads: on SQLite it takes no write lock (do not write in it)."""
+        async with self._read_sessions() as session, session.begin():
             yield session
 
     async def ping(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.core.clock import Clock
@@ -23,8 +23,12 @@ PLATFORM_ADMIN_ROW = 1
 
 async def authenticate_org_key(
     session: AsyncSession, secret_key: bytes, token: str, clock: Clock
-) -> Actor:
-    """The org key's actor; `InvalidCredentials` if unknown, revoked or expired."""
+) -> tuple[Actor, bool]:
+    """The org key's actor, and whether its last-used time is stale enough to record.
+
+    Raises `InvalidCredentials` if the key is unknown, revoked or expired, `OrgSuspended` if its
+    organization is suspended.
+    """
     statement = (
         select(OrgApiKey, Organization.status)
         .join(Organization, Organization.id == OrgApiKey.org_id)
@@ -37,9 +41,14 @@ async def authenticate_org_key(
     key, org_status = row
     if org_status != OrgStatus.ACTIVE.value:
         raise OrgSuspended(f"organization {key.org_id!r} is suspended", org_id=key.org_id)
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-        key.last_used_at = now
-    return Actor(ActorKind.ORG_KEY, key.id, key.org_id)
+    stale = key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION
+    return Actor(ActorKind.ORG_KEY, key.id, key.org_id), stale
+
+
+async def record_key_use(session: AsyncSession, key_id: str, clock: Clock) -> None:
+    await session.execute(
+        update(OrgApiKey).where(OrgApiKey.id == key_id).values(last_used_at=clock.now())
+    )
 
 
 def _usable(key: OrgApiKey, now: datetime) -> bool:

@@ -43,7 +43,7 @@ async def list_orgs(
     runtime: RuntimeDep, ctx: ContextDep, cursor: str | None = None, limit: Limit = DEFAULT_LIMIT
 ) -> Page[OrgOut]:
     policy.require_platform_admin(ctx.actor)
-    async with runtime.database.unit_of_work() as session:
+    async with runtime.database.read_only() as session:
         orgs, next_cursor = await service.list_orgs(session, cursor=cursor, limit=limit)
     return Page[OrgOut](items=[OrgOut.model_validate(o) for o in orgs], next_cursor=next_cursor)
 
@@ -51,7 +51,7 @@ async def list_orgs(
 @router.get("/orgs/{org_id}", response_model=OrgOut)
 async def get_org(org_id: str, runtime: RuntimeDep, ctx: ContextDep) -> OrgOut:
     policy.require_org_access(ctx.actor, org_id)
-    async with runtime.database.unit_of_work() as session:
+    async with runtime.database.read_only() as session:
         org = await service.get_org(session, org_id)
     return OrgOut.model_validate(org)
 
@@ -103,7 +103,7 @@ async def create_api_key(
 @router.get("/orgs/{org_id}/keys", response_model=list[ApiKeyOut])
 async def list_api_keys(org_id: str, runtime: RuntimeDep, ctx: ContextDep) -> list[ApiKeyOut]:
     policy.require_org_access(ctx.actor, org_id)
-    async with runtime.database.unit_of_work() as session:
+    async with runtime.database.read_only() as session:
         keys = await service.list_api_keys(session, org_id)
     return [ApiKeyOut.model_validate(key) for key in keys]
 
