@@ -26,18 +26,20 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, log_format: str = "text") -> None:
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TABARD_")}
-        env |= {"TABARD_DATA_DIR": str(data_dir), "TABARD_LOG_FORMAT": "text"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tabard.cli", "serve", "--port", str(self.port)],
-            env=env,
-            cwd=data_dir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        env |= {"TABARD_DATA_DIR": str(data_dir), "TABARD_LOG_FORMAT": log_format}
+        self.log_path = data_dir / "server.log"
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tabard.cli", "serve", "--port", str(self.port)],
+                env=env,
+                cwd=data_dir,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         self.banner = self._read_banner()
         self.url = f"http://127.0.0.1:{self.port}"
         self._wait_healthy()
@@ -125,3 +127,21 @@ class TestServe:
             response = connection.recv(65536).decode()
         assert response.startswith("HTTP/1.1 201"), response
         assert server.wait() == 0
+
+
+class TestLogs:
+    def test_json_access_line_carries_request_and_trace_ids(self, tmp_path: Path) -> None:
+        server = Server(tmp_path, log_format="json")
+        try:
+            response = httpx.get(f"{server.url}/v1/orgs/acme", headers={"X-Request-ID": "trace-me"})
+            assert response.status_code == 401
+        finally:
+            assert server.stop() == 0
+        lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line]
+        access = [line for line in lines if line.get("request_id") == "trace-me"]
+        assert access, lines
+        line = access[-1]
+        assert line["route"] == "/v1/orgs/{org_id}"
+        assert line["status"] == 401
+        assert len(line["trace_id"]) == 32
+        assert len(line["span_id"]) == 16

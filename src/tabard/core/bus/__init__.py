@@ -27,14 +27,15 @@ class Message:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StreamMessage:
     """A message delivered from the durable stream to a named consumer.
 
     `seq` is its stream sequence (stable across redeliveries), `msg_id` the dedupe id it was
     published with, and `deliveries` how many times it has been delivered, counting this one.
-    Acknowledge it with `ack()` once handled; `nak()` asks for redelivery after `delay_seconds`.
-    A message neither acked nor nakked is redelivered once the consumer's ack wait has passed.
+    Settle it once: `ack()` when handled, or `nak()` to have it redelivered; the first of the two
+    wins and later calls do nothing (a call that raised did not settle it). A message left
+    unsettled is redelivered once the consumer's ack wait has passed.
     """
 
     subject: str
@@ -44,16 +45,21 @@ class StreamMessage:
     deliveries: int
     _ack: Callable[[], Awaitable[None]] = field(repr=False, compare=False)
     _nak: Callable[[float], Awaitable[None]] = field(repr=False, compare=False)
+    _settled: bool = field(default=False, repr=False, compare=False)
 
     async def ack(self) -> None:
-        """Mark the message handled; it will not be delivered to this consumer again."""
-        await self._ack()
+        """Mark the message handled; this consumer will not receive it again."""
+        if not self._settled:
+            await self._ack()
+            self._settled = True
 
     async def nak(self, delay_seconds: float = 0) -> None:
         """Ask for redelivery after `delay_seconds` (at once by default)."""
         if delay_seconds < 0:
             raise ValueError(f"delay_seconds must not be negative, got {delay_seconds!r}")
-        await self._nak(delay_seconds)
+        if not self._settled:
+            await self._nak(delay_seconds)
+            self._settled = True
 
 
 class EventBus(Protocol):
@@ -63,7 +69,9 @@ class EventBus(Protocol):
         """Send to the current subscribers of `subject`, at most once; nobody listening is fine."""
         ...
 
-    def subscribe(self, subject_pattern: str) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
+    def subscribe(
+        self, subject_pattern: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
         """Receive the messages published on subjects matching `subject_pattern`.
 
         Every message published after the context is entered is delivered, in publish order per
@@ -119,9 +127,9 @@ def create_bus(
     # Imported on use: the backends import this module, and a memory-only process need not load
     # the NATS client.
     if backend == "memory":
-        from tabard.core.bus.memory import MemoryEventBus
+        from tabard.core.bus.memory import MemoryBroker, MemoryEventBus
 
-        return MemoryEventBus(clock, subjects_prefix=subjects_prefix)
+        return MemoryEventBus(MemoryBroker(clock, subjects_prefix))
     if backend == "nats":
         from tabard.core.bus.nats import NatsEventBus
 
@@ -131,28 +139,28 @@ def create_bus(
 
 def subject_matches(pattern: str, subject: str) -> bool:
     """Whether `subject` matches `pattern` under NATS wildcard rules (`*` one token, `>` rest)."""
-    wanted = pattern.split(".")
-    tokens = subject.split(".")
-    for index, token in enumerate(wanted):
-        if token == ">":
-            return len(tokens) > index
-        if index >= len(tokens) or (token != "*" and token != tokens[index]):
+    pattern_parts = pattern.split(".")
+    subject_parts = subject.split(".")
+    for index, part in enumerate(pattern_parts):
+        if part == ">":
+            return len(subject_parts) > index
+        if index >= len(subject_parts) or (part != "*" and part != subject_parts[index]):
             return False
-    return len(tokens) == len(wanted)
+    return len(subject_parts) == len(pattern_parts)
 
 
 def require_subject(subject: str, *, pattern: bool = False) -> None:
     """Reject a malformed subject (or, with `pattern`, a malformed subscription pattern)."""
-    tokens = subject.split(".")
-    for index, token in enumerate(tokens):
-        if not token or any(char.isspace() for char in token):
+    subject_parts = subject.split(".")
+    for index, part in enumerate(subject_parts):
+        if not part or any(char.isspace() for char in part):
             raise ValueError(f"malformed subject {subject!r}")
-        wildcard = token in ("*", ">")
+        wildcard = part in ("*", ">")
         if wildcard and not pattern:
             raise ValueError(f"wildcards are not allowed in subject {subject!r}")
-        if token == ">" and index != len(tokens) - 1:
-            raise ValueError(f"'>' must be the last token of {subject!r}")
-        if not wildcard and ("*" in token or ">" in token):
+        if part == ">" and index != len(subject_parts) - 1:
+            raise ValueError(f"malformed subject {subject!r}: '>' must be its last token")
+        if not wildcard and ("*" in part or ">" in part):
             raise ValueError(f"malformed subject {subject!r}")
 
 

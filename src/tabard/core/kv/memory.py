@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from tabard.core.clock import Clock
 from tabard.core.kv import require_ttl
 
-# A full sweep of expired keys runs after this many writes, or after as many writes as there are
-# keys when that is larger: the sweep then costs O(1) amortised per write and dead keys never
-# outnumber the writes made since the last sweep.
+# A full sweep of expired keys runs after this many writes, or after as many writes as there were
+# keys left by the previous sweep when that is larger: each sweep then costs O(1) amortised per
+# write, and the dict never holds more than about twice the live keys plus that many writes.
 MIN_WRITES_BETWEEN_SWEEPS = 1024
 
 _INTEGER = re.compile(rb"-?[0-9]+")
@@ -33,6 +33,7 @@ class MemoryKeyValueStore:
         self._clock = clock
         self._data: dict[str, _Entry] = {}
         self._writes_since_sweep = 0
+        self._size_after_sweep = 0
 
     async def get(self, key: str) -> bytes | None:
         entry = self._live(key)
@@ -88,7 +89,7 @@ class MemoryKeyValueStore:
     def _write(self, key: str, entry: _Entry) -> None:
         self._data[key] = entry
         self._writes_since_sweep += 1
-        if self._writes_since_sweep >= max(MIN_WRITES_BETWEEN_SWEEPS, len(self._data)):
+        if self._writes_since_sweep >= max(MIN_WRITES_BETWEEN_SWEEPS, self._size_after_sweep):
             self._sweep()
 
     def _sweep(self) -> None:
@@ -96,6 +97,7 @@ class MemoryKeyValueStore:
         for key in [key for key, entry in self._data.items() if self._expired(entry, now)]:
             del self._data[key]
         self._writes_since_sweep = 0
+        self._size_after_sweep = len(self._data)
 
     @staticmethod
     def _expired(entry: _Entry, now: float) -> bool:
