@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from tabard.audit.jobs import check_chain_once
 from tabard.audit.redaction import REDACTED, redact
+from tabard.core import metrics
 from tabard.core.runtime import Runtime
 from tests.conftest import ADMIN, bearer, create_org, create_org_key
 
@@ -209,3 +211,17 @@ class TestRedaction:
         secret = await create_org_key(client, "acme")
         export = (await client.get("/v1/audit/export", headers=ADMIN)).text
         assert secret not in export
+
+
+class TestBackgroundCheck:
+    async def test_gauge_follows_the_chain(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await create_org(client, "acme")
+        assert await check_chain_once(runtime.database) is True
+        assert metrics.REGISTRY.get_sample_value("tabard_audit_chain_intact") == 1
+        event = (await client.get("/v1/audit", headers=ADMIN)).json()["items"][0]
+        await tamper(runtime, "UPDATE audit_events SET action = 'x' WHERE id = :id", event["id"])
+        assert await check_chain_once(runtime.database) is False
+        scraped = (await client.get("/metrics")).text
+        assert "tabard_audit_chain_intact 0.0" in scraped
