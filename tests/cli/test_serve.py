@@ -8,8 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -26,10 +29,13 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, log_format: str = "text") -> None:
+    def __init__(
+        self, data_dir: Path, log_format: str = "text", extra_env: dict[str, str] | None = None
+    ) -> None:
         self.port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TABARD_")}
         env |= {"TABARD_DATA_DIR": str(data_dir), "TABARD_LOG_FORMAT": log_format}
+        env |= extra_env or {}
         self.log_path = data_dir / "server.log"
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
@@ -145,3 +151,40 @@ class TestLogs:
         assert line["status"] == 401
         assert len(line["trace_id"]) == 32
         assert len(line["span_id"]) == 16
+
+
+class _OtlpReceiver(BaseHTTPRequestHandler):
+    """Stands in for an OpenTelemetry collector: records what the exporter posts."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+class TestTracing:
+    def test_spans_are_exported_over_otlp_when_configured(self, tmp_path: Path) -> None:
+        collector = HTTPServer(("127.0.0.1", 0), _OtlpReceiver)
+        thread = threading.Thread(target=collector.serve_forever, daemon=True)
+        thread.start()
+        endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+        try:
+            server = Server(tmp_path, extra_env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+            try:
+                httpx.get(f"{server.url}/health")
+            finally:
+                assert server.stop() == 0
+        finally:
+            collector.shutdown()
+            collector.server_close()
+        traces = [body for path, body in _OtlpReceiver.received if path == "/v1/traces"]
+        assert traces, _OtlpReceiver.received
+        assert b"tabard" in traces[0]
+        assert b"GET /health" in b"".join(traces)
