@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,8 +15,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from tabard.audit import service
+from tabard.audit.chain import verify_events
 from tabard.audit.jobs import check_chain_once
 from tabard.audit.redaction import REDACTED, redact
+from tabard.audit.service import AuditFilter
 from tabard.core import metrics
 from tabard.core.runtime import Runtime
 from tests.conftest import ADMIN, bearer, create_org, create_org_key
@@ -225,3 +229,27 @@ class TestBackgroundCheck:
         assert await check_chain_once(runtime.database) is False
         scraped = (await client.get("/metrics")).text
         assert "tabard_audit_chain_intact 0.0" in scraped
+
+
+class TestConcurrentWriters:
+    async def test_concurrent_requests_of_many_orgs_keep_every_chain_intact(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        orgs = [f"org-{index}" for index in range(4)]
+        await asyncio.gather(*(create_org(client, org) for org in orgs))
+        responses = await asyncio.gather(
+            *(
+                client.post(f"/v1/orgs/{org}/keys", json={"name": f"k{i}"}, headers=ADMIN)
+                for i in range(10)
+                for org in orgs
+            )
+        )
+        assert {response.status_code for response in responses} == {201}
+        result = (await client.get("/v1/audit/verify", headers=ADMIN)).json()
+        assert result == {"verified": True, "checked": 44, "first_broken_id": None}
+        exported = [e async for e in service.export(runtime.database, AuditFilter(), batch_size=7)]
+        assert len(exported) == 44
+        assert verify_events(exported).verified
+        for org in orgs:
+            chain = [event["chain_seq"] for event in exported if event["chain_id"] == org]
+            assert chain == list(range(1, 12))

@@ -58,23 +58,42 @@ class VerifyResult:
     first_broken_id: str | None
 
 
-def verify_events(events: Iterable[dict[str, Any]]) -> VerifyResult:
-    """Check exported events (any order of chains, each chain in `chain_seq` order).
+class ChainVerifier:
+    """Checks events one at a time, holding only the last link of each chain in memory.
 
-    An event is broken when its sequence skips (a row was deleted), its `prev_hash` is not the
-    hash of its predecessor, or its own `hash` does not match its content (a row was edited).
+    Feed events with each chain in `chain_seq` order (chains may interleave). An event is broken
+    when its sequence skips (a row was deleted), its `prev_hash` is not the hash of its
+    predecessor, or its own `hash` does not match its content (a row was edited).
     """
-    heads: dict[str, tuple[int, str]] = {}
-    checked = 0
-    for event in events:
-        checked += 1
-        last_seq, last_hash = heads.get(event["chain_id"], (0, GENESIS_HASH))
+
+    def __init__(self) -> None:
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.checked = 0
+        self.first_broken_id: str | None = None
+
+    def feed(self, event: dict[str, Any]) -> bool:
+        """Check one event; False (and remember it) at the first broken link."""
+        self.checked += 1
+        last_seq, last_hash = self.heads.get(event["chain_id"], (0, GENESIS_HASH))
         intact = (
             event["chain_seq"] == last_seq + 1
             and event["prev_hash"] == last_hash
             and event_hash(last_hash, event) == event["hash"]
         )
         if not intact:
-            return VerifyResult(verified=False, checked=checked, first_broken_id=event["id"])
-        heads[event["chain_id"]] = (event["chain_seq"], event["hash"])
-    return VerifyResult(verified=True, checked=checked, first_broken_id=None)
+            self.first_broken_id = event["id"]
+            return False
+        self.heads[event["chain_id"]] = (event["chain_seq"], event["hash"])
+        return True
+
+    def result(self) -> VerifyResult:
+        return VerifyResult(self.first_broken_id is None, self.checked, self.first_broken_id)
+
+
+def verify_events(events: Iterable[dict[str, Any]]) -> VerifyResult:
+    """Check exported events (see `ChainVerifier`), stopping at the first broken link."""
+    verifier = ChainVerifier()
+    for event in events:
+        if not verifier.feed(event):
+            break
+    return verifier.result()

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, literal, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.audit.chain import (
     GENESIS_HASH,
+    ChainVerifier,
     VerifyResult,
     chain_for,
     event_hash,
     format_time,
-    verify_events,
 )
 from tabard.audit.errors import AuditEventNotFound
 from tabard.audit.models import AuditChainHead, AuditEvent
@@ -189,37 +189,46 @@ async def get_event(session: AsyncSession, event_id: str, *, org_id: str | None)
     return event
 
 
-async def export(database: Database, query: AuditFilter) -> AsyncIterator[dict[str, Any]]:
-    """Every matching event in sequence order, read in batches (NDJSON export, verification)."""
-    after = 0
+async def export(
+    database: Database, query: AuditFilter, *, batch_size: int = _EXPORT_BATCH
+) -> AsyncIterator[dict[str, Any]]:
+    """Every matching event, chain by chain in chain order, read in batches.
+
+    Chain order, not global sequence: on PostgreSQL a lower sequence number of another chain may
+    commit after a higher one was read, and paging by sequence would skip it.
+    """
+    position = tuple_(AuditEvent.chain_id, AuditEvent.chain_seq)
+    after: tuple[str, int] | None = None
     while True:
+        statement = _filtered(query).order_by(AuditEvent.chain_id, AuditEvent.chain_seq)
+        if after is not None:
+            statement = statement.where(position > tuple_(literal(after[0]), literal(after[1])))
         async with database.read_only() as session:
-            statement = (
-                _filtered(query)
-                .where(AuditEvent.sequence > after)
-                .order_by(AuditEvent.sequence)
-                .limit(_EXPORT_BATCH)
-            )
-            batch = list((await session.execute(statement)).scalars())
+            batch = list((await session.execute(statement.limit(batch_size))).scalars())
         for event in batch:
             yield exported(event)
-        if len(batch) < _EXPORT_BATCH:
+        if len(batch) < batch_size:
             return
-        after = batch[-1].sequence
+        after = (batch[-1].chain_id, batch[-1].chain_seq)
 
 
 async def verify(database: Database) -> VerifyResult:
-    """Walk every chain; also catch a deleted tail by comparing with the chain heads."""
-    events = [event async for event in export(database, AuditFilter())]
-    result = verify_events(events)
-    if not result.verified:
-        return result
+    """Walk every chain (streaming), then compare each chain's end with its stored head.
+
+    Heads are read first: events committed meanwhile only extend chains past them.
+    """
     async with database.read_only() as session:
         heads = (await session.execute(select(AuditChainHead))).scalars().all()
-    last_by_chain = {event["chain_id"]: event for event in events}
+    verifier = ChainVerifier()
+    last_ids: dict[str, str] = {}
+    async for event in export(database, AuditFilter()):
+        if not verifier.feed(event):
+            return verifier.result()
+        last_ids[event["chain_id"]] = event["id"]
     for head in heads:
-        last = last_by_chain.get(head.chain_id)
-        if head.last_seq and (last is None or last["hash"] != head.last_hash):
-            broken = last["id"] if last else head.chain_id
-            return VerifyResult(verified=False, checked=result.checked, first_broken_id=broken)
-    return result
+        seen_seq, seen_hash = verifier.heads.get(head.chain_id, (0, GENESIS_HASH))
+        if seen_seq < head.last_seq or (seen_seq == head.last_seq and seen_hash != head.last_hash):
+            # The chain ends before its recorded head: its tail was deleted.
+            broken = last_ids.get(head.chain_id, head.chain_id)
+            return VerifyResult(False, verifier.checked, broken)
+    return verifier.result()
