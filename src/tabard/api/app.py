@@ -18,13 +18,14 @@ from tabard.api.health import router as health_router
 from tabard.api.middleware import RequestContextMiddleware
 from tabard.api.principals import require_principal
 from tabard.api.problems import install_problem_handlers
-from tabard.audit.jobs import run_chain_checker
+from tabard.audit.jobs import CHAIN_CHECK_JOB, check_chain_once
 from tabard.audit.routes import router as audit_router
 from tabard.core import keyfiles
 from tabard.core.bus import EventBus, create_bus
 from tabard.core.clock import Clock, SystemClock
 from tabard.core.config import Settings, load_settings
 from tabard.core.db import Database, create_engine
+from tabard.core.jobs import run_periodic
 from tabard.core.keystore import KeyStore
 from tabard.core.kv import KeyValueStore, create_kv
 from tabard.core.logging import configure_logging
@@ -102,7 +103,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
     _mark_draining_on_sigterm(runtime)
     checker = asyncio.create_task(
-        run_chain_checker(runtime.database, runtime.settings.audit_verify_interval_seconds)
+        run_periodic(
+            runtime.database,
+            runtime.clock,
+            CHAIN_CHECK_JOB,
+            runtime.settings.audit_verify_interval_seconds,
+            lambda: check_chain_once(runtime.database),
+        )
     )
     try:
         yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import tabard.audit.models
+import tabard.core.leases
 import tabard.core.outbox
 import tabard.tenancy.models  # noqa: F401 - importing the models registers their tables
 from tabard.core.db import Base
