@@ -81,3 +81,23 @@ class TestRunPeriodic:
         second.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await second
+
+    async def test_non_exclusive_job_runs_in_every_replica(
+        self, runtime: Runtime, clock: FrozenClock
+    ) -> None:
+        ran = [asyncio.Event(), asyncio.Event()]
+
+        def start(index: int) -> asyncio.Task[None]:
+            async def job() -> None:
+                ran[index].set()
+
+            return asyncio.create_task(
+                run_periodic(runtime.database, clock, "observe", 0.02, job, exclusive=False)
+            )
+
+        tasks = [start(0), start(1)]
+        async with asyncio.timeout(10):
+            await asyncio.gather(ran[0].wait(), ran[1].wait())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -109,6 +109,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             CHAIN_CHECK_JOB,
             runtime.settings.audit_verify_interval_seconds,
             lambda: check_chain_once(runtime.database),
+            # Every process exports its own gauge, so every process must know the answer.
+            exclusive=False,
         )
     )
     try:

@@ -20,21 +20,25 @@ async def run_periodic(
     name: str,
     interval_seconds: float,
     job: Callable[[], Awaitable[object]],
+    *,
+    exclusive: bool = True,
 ) -> None:
-    """Run `job` every `interval_seconds` while this process holds the job's lease.
+    """Run `job` every `interval_seconds`; if `exclusive`, only while holding the job's lease.
 
     The lease outlives two intervals, so a leader that misses one round keeps its role, and a
     dead leader is replaced within two. A failing round is logged; the loop goes on.
+    Non-exclusive jobs run in every process (observations that feed per-process metrics).
     """
     lease = Lease(database, clock, f"job:{name}", ttl_seconds=interval_seconds * 2 + 5)
     try:
         while True:
             try:
-                if await lease.acquire():
+                if not exclusive or await lease.acquire():
                     await job()
             except Exception:  # one bad round must not stop the job for good
                 log.exception("background job failed", job=name)
             await asyncio.sleep(interval_seconds)
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(lease.release())
+        if exclusive:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(lease.release())
