@@ -135,12 +135,20 @@ class TestServe:
         assert server.wait() == 0
 
 
+_CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+_CALLER_TRACEPARENT = f"00-{_CALLER_TRACE_ID}-00f067aa0ba902b7-01"
+
+
 class TestLogs:
     def test_json_access_line_carries_request_and_trace_ids(self, tmp_path: Path) -> None:
         server = Server(tmp_path, log_format="json")
         try:
             response = httpx.get(f"{server.url}/v1/orgs/acme", headers={"X-Request-ID": "trace-me"})
             assert response.status_code == 401
+            httpx.get(
+                f"{server.url}/health",
+                headers={"X-Request-ID": "joined", "traceparent": _CALLER_TRACEPARENT},
+            )
         finally:
             assert server.stop() == 0
         lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line]
@@ -150,7 +158,10 @@ class TestLogs:
         assert line["route"] == "/v1/orgs/{org_id}"
         assert line["status"] == 401
         assert len(line["trace_id"]) == 32
+        assert line["trace_id"] != "0" * 32
         assert len(line["span_id"]) == 16
+        joined = next(line for line in lines if line.get("request_id") == "joined")
+        assert joined["trace_id"] == _CALLER_TRACE_ID  # the caller's W3C trace is continued
 
 
 class _OtlpReceiver(BaseHTTPRequestHandler):

@@ -7,7 +7,8 @@ import time
 import uuid
 
 import structlog
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,7 +51,9 @@ class RequestContextMiddleware:
                     headers.setdefault(name, value)
             await send(message)
 
-        with self.tracer.start_as_current_span(f"HTTP {scope['method']}") as span:
+        with self.tracer.start_as_current_span(
+            f"HTTP {scope['method']}", context=_incoming_trace(scope), kind=trace.SpanKind.SERVER
+        ) as span:
             span_context = span.get_span_context()
             structlog.contextvars.bind_contextvars(
                 **{
@@ -91,6 +94,16 @@ def _request_id(scope: Scope) -> str:
             if _CLIENT_REQUEST_ID.match(candidate):
                 return candidate
     return uuid.uuid4().hex
+
+
+def _incoming_trace(scope: Scope) -> Context | None:
+    """The caller's trace (W3C `traceparent`/`tracestate`), so our span joins it."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in (b"traceparent", b"tracestate")
+    }
+    return propagate.extract(carrier) if carrier else None
 
 
 def _route_template(scope: Scope) -> str:

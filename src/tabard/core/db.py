@@ -70,7 +70,13 @@ def create_engine(settings: Settings, *, for_migrations: bool = False) -> AsyncE
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            # Every transaction is ended by its unit of work, so the pool's extra ROLLBACK on
+            # check-in would only cost another round trip to the driver's thread.
+            pool_reset_on_return=None,
+        )
         _configure_sqlite(engine, immediate=not for_migrations)
         return engine
     return create_async_engine(
@@ -137,8 +143,8 @@ class Database:
             yield session
 
     async def ping(self) -> None:
-        async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with self.read_only() as session:
+            await session.execute(text("SELECT 1"))
 
     def pool_status(self) -> tuple[int, int]:
         """(connections checked out, pool size) for the pool gauges."""
