@@ -58,7 +58,7 @@ class TestRecording:
             headers={**ADMIN, "X-Request-ID": "req-42"},
         )
         assert response.headers["x-request-id"] == "req-42"
-        events = (await client.get("/v1/audit", headers=ADMIN)).json()["items"]
+        events = (await client.get("/v1/audit?org=acme", headers=ADMIN)).json()["items"]
         assert len(events) == 1
         event = events[0]
         assert event["action"] == "org.created"
@@ -70,7 +70,7 @@ class TestRecording:
     async def test_failed_change_writes_no_success_event(self, client: httpx.AsyncClient) -> None:
         await create_org(client, "acme")
         await client.post("/v1/orgs", json={"id": "acme", "display_name": "Again"}, headers=ADMIN)
-        events = (await client.get("/v1/audit", headers=ADMIN)).json()["items"]
+        events = (await client.get("/v1/audit?org=acme", headers=ADMIN)).json()["items"]
         assert [event["action"] for event in events] == ["org.created"]
 
     async def test_filters_and_single_read(self, client: httpx.AsyncClient) -> None:
@@ -93,7 +93,8 @@ class TestChain:
             await create_org(client, slug)
             await create_org_key(client, slug)
         result = (await client.get("/v1/audit/verify", headers=ADMIN)).json()
-        assert result == {"verified": True, "checked": 4, "first_broken_id": None}
+        # 4 org events, and the platform event of setting the admin secret at boot.
+        assert result == {"verified": True, "checked": 5, "first_broken_id": None}
 
     async def test_each_org_has_its_own_chain(self, client: httpx.AsyncClient) -> None:
         await create_org(client, "acme")
@@ -135,7 +136,7 @@ class TestChain:
         await create_org(client, "acme")
         await create_org_key(client, "acme")
         await client.post("/v1/orgs/acme/suspend", headers=ADMIN)
-        events = (await client.get("/v1/audit", headers=ADMIN)).json()["items"]
+        events = (await client.get("/v1/audit?org=acme", headers=ADMIN)).json()["items"]
         _, second, third = sorted(events, key=lambda e: e["chain_seq"])
         await tamper(runtime, "DELETE FROM audit_events WHERE id = :id", second["id"])
         result = (await client.get("/v1/audit/verify", headers=ADMIN)).json()
@@ -146,7 +147,7 @@ class TestChain:
     ) -> None:
         await create_org(client, "acme")
         await create_org_key(client, "acme")
-        events = (await client.get("/v1/audit", headers=ADMIN)).json()["items"]
+        events = (await client.get("/v1/audit?org=acme", headers=ADMIN)).json()["items"]
         newest = max(events, key=lambda e: e["chain_seq"])
         await tamper(runtime, "DELETE FROM audit_events WHERE id = :id", newest["id"])
         assert (await client.get("/v1/audit/verify", headers=ADMIN)).json()["verified"] is False
@@ -163,7 +164,7 @@ class TestExport:
     ) -> None:
         await create_org(client, "acme")
         await create_org_key(client, "acme")
-        export = await client.get("/v1/audit/export", headers=ADMIN)
+        export = await client.get("/v1/audit/export?org=acme", headers=ADMIN)
         assert export.headers["content-type"].startswith("application/x-ndjson")
         lines = export.text.splitlines()
         assert len(lines) == 2
@@ -246,9 +247,9 @@ class TestConcurrentWriters:
         )
         assert {response.status_code for response in responses} == {201}
         result = (await client.get("/v1/audit/verify", headers=ADMIN)).json()
-        assert result == {"verified": True, "checked": 44, "first_broken_id": None}
+        assert result == {"verified": True, "checked": 45, "first_broken_id": None}
         exported = [e async for e in service.export(runtime.database, AuditFilter(), batch_size=7)]
-        assert len(exported) == 44
+        assert len(exported) == 45  # 44 org events and the boot-time admin secret event
         assert verify_events(exported).verified
         for org in orgs:
             chain = [event["chain_seq"] for event in exported if event["chain_id"] == org]

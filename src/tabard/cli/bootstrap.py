@@ -14,6 +14,8 @@ async def prepare_database(settings: Settings) -> str | None:
     configured = settings.admin_secret.get_secret_value() if settings.admin_secret else None
     try:
         async with database.unit_of_work() as session:
-            return await ensure_admin_secret(session, configured, SystemClock())
+            return await ensure_admin_secret(
+                session, configured, SystemClock(), production=settings.is_production
+            )
     finally:
         await database.close()

@@ -18,6 +18,7 @@ from tabard.audit.chain import verify_events
 from tabard.cli.bootstrap import prepare_database
 from tabard.core.config import ConfigError, Settings, load_settings
 from tabard.core.migrations import MigrationError, status, upgrade
+from tabard.tenancy.errors import AdminSecretNotRotated
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
@@ -65,7 +66,11 @@ def serve(
     host = host or settings.host
     port = settings.port if port is None else port
     _migrate(settings)
-    generated = asyncio.run(prepare_database(settings))
+    try:
+        generated = asyncio.run(prepare_database(settings))
+    except AdminSecretNotRotated:
+        err.print("TABARD_ADMIN_SECRET: still the generated first-boot secret; set a new one")
+        raise typer.Exit(EXIT_CONFIG) from None
     if generated is not None:
         out.print(
             "Platform admin secret (shown once; keep it safe, or set TABARD_ADMIN_SECRET):\n"

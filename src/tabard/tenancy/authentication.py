@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tabard.audit import service as audit
 from tabard.core.clock import Clock
-from tabard.core.context import Actor, ActorKind
+from tabard.core.context import SYSTEM, Actor, ActorKind, Context
 from tabard.core.hashing import argon2_hash, argon2_verify, keyed_digest
 from tabard.core.ids import ADMIN_SECRET_PREFIX, ORG_KEY_PREFIX, new_secret
-from tabard.tenancy.errors import InvalidCredentials, OrgSuspended
+from tabard.tenancy.errors import AdminSecretNotRotated, InvalidCredentials, OrgSuspended
 from tabard.tenancy.models import Organization, OrgApiKey, PlatformAdmin
 from tabard.tenancy.schemas import OrgStatus
 
@@ -80,30 +81,30 @@ class AdminAuthenticator:
 
 
 async def ensure_admin_secret(
-    session: AsyncSession, configured: str | None, clock: Clock
+    session: AsyncSession, configured: str | None, clock: Clock, *, production: bool = False
 ) -> str | None:
     """Make the stored admin credential match the configuration.
 
-    With `configured` set, store its hash (if it changed). Without it, generate a secret on first
-    boot and return it so it can be printed once; later boots return None.
+    With `configured` set, store its hash (if it changed); in production the generated first-boot
+    secret is refused (`AdminSecretNotRotated`). Without it, generate a secret on first boot and
+    return it so it can be printed once; later boots return None.
     """
     admin = await session.get(PlatformAdmin, PLATFORM_ADMIN_ROW)
     if configured is not None:
-        if (
-            admin is None
-            or admin.generated
-            or not await argon2_verify(admin.secret_hash, configured)
-        ):
-            _store(session, admin, argon2_hash(configured), generated=False, clock=clock)
+        matches = admin is not None and await argon2_verify(admin.secret_hash, configured)
+        if production and matches and admin is not None and admin.generated:
+            raise AdminSecretNotRotated("TABARD_ADMIN_SECRET is still the first-boot secret")
+        if not matches or (admin is not None and admin.generated):
+            await _store(session, admin, argon2_hash(configured), generated=False, clock=clock)
         return None
     if admin is not None:
         return None
     secret = new_secret(ADMIN_SECRET_PREFIX)
-    _store(session, None, argon2_hash(secret), generated=True, clock=clock)
+    await _store(session, None, argon2_hash(secret), generated=True, clock=clock)
     return secret
 
 
-def _store(
+async def _store(
     session: AsyncSession,
     admin: PlatformAdmin | None,
     encoded: str,
@@ -117,6 +118,13 @@ def _store(
     admin.secret_hash = encoded
     admin.generated = generated
     admin.updated_at = clock.now()
+    await audit.record(
+        session,
+        Context(SYSTEM, clock),
+        action="platform.admin_secret.set",
+        org_id=None,
+        details={"generated": generated},
+    )
 
 
 def looks_like_org_key(token: str) -> bool:

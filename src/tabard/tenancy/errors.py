@@ -43,3 +43,7 @@ class InvalidCredentials(Unauthenticated):
 class NotPermitted(Forbidden):
     code = "NOT_PERMITTED"
     title = "Not permitted"
+
+
+class AdminSecretNotRotated(Exception):
+    """Production start refused: the admin secret is still the one generated on first boot."""
