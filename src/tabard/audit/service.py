@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, literal, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.audit.chain import (
@@ -29,7 +28,7 @@ from tabard.audit.models import AuditChainHead, AuditEvent
 from tabard.audit.redaction import redact
 from tabard.audit.schemas import Outcome
 from tabard.core.context import Context
-from tabard.core.db import Database
+from tabard.core.db import Database, insert_if_absent
 from tabard.core.ids import new_id
 from tabard.core.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor
 
@@ -94,12 +93,8 @@ async def record_denial(
 
 
 async def _lock_head(session: AsyncSession, chain_id: str) -> AuditChainHead:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(
-        insert(AuditChainHead)
-        .values(chain_id=chain_id, last_seq=0, last_hash=GENESIS_HASH)
-        .on_conflict_do_nothing(index_elements=["chain_id"])
+    await insert_if_absent(
+        session, AuditChainHead, "chain_id", chain_id=chain_id, last_seq=0, last_hash=GENESIS_HASH
     )
     statement = (
         select(AuditChainHead)

@@ -14,6 +14,7 @@ from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -113,6 +114,17 @@ def _configure_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
     def _on_begin(connection: Any) -> None:
         read_only = connection.get_execution_options().get(_READ_ONLY, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate and not read_only else "BEGIN")
+
+
+async def insert_if_absent(
+    session: AsyncSession, model: type[Base], key: str, **values: Any
+) -> bool:
+    """INSERT … ON CONFLICT (key) DO NOTHING on either backend; True when a row was inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(model).values(**values).on_conflict_do_nothing(index_elements=[key])
+    result = await session.execute(statement)
+    return bool(getattr(result, "rowcount", 0))
 
 
 class Database:

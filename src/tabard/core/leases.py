@@ -9,12 +9,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import String, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tabard.core.clock import Clock
-from tabard.core.db import Base, Database, UTCDateTime
+from tabard.core.db import Base, Database, UTCDateTime, insert_if_absent
 from tabard.core.ids import new_id
 
 
@@ -66,12 +65,6 @@ class Lease:
         return bool(getattr(result, "rowcount", 0))
 
     async def _claim_new(self, session: AsyncSession, now: datetime) -> bool:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(JobLease)
-            .values(name=self.name, holder=self.holder, expires_at=now + self.ttl)
-            .on_conflict_do_nothing(index_elements=["name"])
+        return await insert_if_absent(
+            session, JobLease, "name", name=self.name, holder=self.holder, expires_at=now + self.ttl
         )
-        result = await session.execute(statement)
-        return bool(getattr(result, "rowcount", 0))
