@@ -20,11 +20,6 @@ class OrgSuspended(Forbidden):
     title = "Organization is suspended"
 
 
-class OrgNotEmpty(Conflict):
-    code = "ORG_HAS_ACTIVE_AGENTS"
-    title = "Organization still owns active agents"
-
-
 class OrgStateConflict(Conflict):
     code = "ORG_STATE_CONFLICT"
     title = "Organization is not in a state that allows this"
