@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from tabard import __version__
 from tabard.api.health import router as health_router
 from tabard.api.middleware import RequestContextMiddleware
-from tabard.api.principals import require_principal
+from tabard.api.principals import optional_principal, require_principal
 from tabard.api.problems import install_problem_handlers
 from tabard.audit.jobs import CHAIN_CHECK_JOB, check_chain_once
 from tabard.audit.routes import router as audit_router
@@ -31,8 +31,16 @@ from tabard.core.kv import KeyValueStore, create_kv
 from tabard.core.logging import configure_logging
 from tabard.core.runtime import Runtime
 from tabard.core.tracing import configure_tracing
+from tabard.credentials import service as credentials_service
+from tabard.credentials.jobs import EXPIRY_GAUGE_JOB, update_expiring_gauge_once
+from tabard.credentials.routes import router as credentials_router
+from tabard.registry import service as registry_service
+from tabard.registry.routes import public_router as registry_public_router
+from tabard.registry.routes import router as registry_router
+from tabard.tenancy import service as tenancy_service
 from tabard.tenancy.authentication import AdminAuthenticator
 from tabard.tenancy.routes import router as tenancy_router
+from tabard.tokens.routes import public_router as keys_public_router
 
 
 def build_runtime(
@@ -80,8 +88,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     install_problem_handlers(app)
     app.include_router(health_router)
     # Domain routers carry their full /v1 prefix so route templates (metrics, logs) are complete.
-    for domain_router in (tenancy_router, audit_router):
+    for domain_router in (tenancy_router, audit_router, registry_router, credentials_router):
         app.include_router(domain_router, dependencies=[Depends(require_principal)])
+    for public_router in (registry_public_router, keys_public_router):
+        app.include_router(public_router, dependencies=[Depends(optional_principal)])
+    _wire_domain_hooks()
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -92,6 +103,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         )
     app.add_middleware(RequestContextMiddleware, tracer=configure_tracing())
     return app
+
+
+def _wire_domain_hooks() -> None:
+    """Let higher domains act inside lower domains' transactions (see `core.hooks`)."""
+    tenancy_service.before_org_delete.register(registry_service.refuse_org_delete_with_agents)
+    registry_service.agent_retired.register(credentials_service.revoke_all_for_agent)
 
 
 def create_app_from_env() -> FastAPI:
@@ -105,23 +122,31 @@ def create_app_from_env() -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime: Runtime = app.state.runtime
     _mark_draining_on_sigterm(runtime)
-    checker = asyncio.create_task(
-        run_periodic(
-            runtime.database,
-            runtime.clock,
+    settings, database, clock = runtime.settings, runtime.database, runtime.clock
+    # Every process exports its own gauges, so every process computes them (not one leader).
+    gauges: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
+        (
             CHAIN_CHECK_JOB,
-            runtime.settings.audit_verify_interval_seconds,
-            lambda: check_chain_once(runtime.database),
-            # Every process exports its own gauge, so every process must know the answer.
-            exclusive=False,
-        )
-    )
+            settings.audit_verify_interval_seconds,
+            lambda: check_chain_once(database),
+        ),
+        (
+            EXPIRY_GAUGE_JOB,
+            settings.credential_expiry_check_interval_seconds,
+            lambda: update_expiring_gauge_once(database, clock),
+        ),
+    ]
+    jobs = [
+        asyncio.create_task(run_periodic(database, clock, name, interval, job, exclusive=False))
+        for name, interval, job in gauges
+    ]
     try:
         yield
     finally:
-        checker.cancel()
+        for job in jobs:
+            job.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await checker
+            await asyncio.gather(*jobs, return_exceptions=True)
         await runtime.kv.close()
         await runtime.bus.close()
         await runtime.database.close()

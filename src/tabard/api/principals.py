@@ -16,6 +16,13 @@ from tabard.tenancy.authentication import (
 _BEARER = "bearer "
 
 
+async def optional_principal(request: Request) -> None:
+    """For public routes: anonymous without credentials, else exactly as `require_principal`
+    (bad credentials are still a 401, never a silent downgrade to anonymous)."""
+    if "authorization" in request.headers:
+        await require_principal(request)
+
+
 async def require_principal(request: Request) -> None:
     """Authenticate the bearer token and store the actor on `request.state`."""
     token = _bearer_token(request)

@@ -14,10 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tabard.api.middleware import SECURITY_HEADERS
 from tabard.audit import service as audit
-from tabard.core.context import Context
 from tabard.core.errors import TabardError
 from tabard.core.logging import get_logger
-from tabard.core.runtime import get_actor, get_runtime
+from tabard.core.runtime import get_context, get_runtime
 
 PROBLEM_JSON = "application/problem+json"
 _STATUS_CODES = {
@@ -77,8 +76,8 @@ async def _tabard_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _audit_denial(request: Request, exc: TabardError) -> None:
     runtime = get_runtime(request)
-    actor = get_actor(request)
-    ctx = Context(actor, runtime.clock, getattr(request.state, "request_id", None))
+    ctx = get_context(request)
+    actor = ctx.actor
     route = getattr(request.scope.get("route"), "path", request.url.path)
     org_id = exc.extensions.get("org_id") or actor.org_id
     try:

@@ -30,7 +30,7 @@ from tabard.audit.schemas import Outcome
 from tabard.core.context import Context
 from tabard.core.db import Database, insert_if_absent
 from tabard.core.ids import new_id
-from tabard.core.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor
+from tabard.core.pagination import DEFAULT_LIMIT, decode_cursor, page_of
 
 _EXPORT_BATCH = 500
 
@@ -169,8 +169,7 @@ async def list_events(
     if after is not None:
         statement = statement.where(AuditEvent.sequence < int(after))
     rows = list((await session.execute(statement)).scalars())
-    next_cursor = encode_cursor(rows[limit - 1].sequence) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return page_of(rows, limit, key=lambda event: event.sequence)
 
 
 async def get_event(session: AsyncSession, event_id: str, *, org_id: str | None) -> AuditEvent:

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TABARD_"
 MIN_PRODUCTION_SECRET_LENGTH = 32
+DEFAULT_TIER_AGENT_LIMITS: dict[str, int | None] = {"free": 10, "pro": 1000, "enterprise": None}
 
 
 class ConfigError(Exception):
@@ -63,6 +64,12 @@ class Settings(BaseSettings):
     log_format: str = "json"
     log_level: str = "info"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Agents an org may hold (not decommissioned) by tier; null means unlimited.
+    # JSON, e.g. {"free": 25}; tiers left out keep their defaults.
+    tier_agent_limits: dict[str, int | None] = Field(
+        default_factory=lambda: dict(DEFAULT_TIER_AGENT_LIMITS)
+    )
+    credential_expiry_check_interval_seconds: float = Field(default=60, gt=0)
     audit_verify_interval_seconds: float = Field(default=300, gt=0)
     shutdown_grace_seconds: float = Field(default=30, gt=0)
 
@@ -119,6 +126,14 @@ class Settings(BaseSettings):
         if value and not value.startswith(("sqlite:///", "postgres://", "postgresql")):
             raise ValueError("unsupported URL (sqlite:///PATH or postgresql://HOST/DB)")
         return value
+
+    @field_validator("tier_agent_limits")
+    @classmethod
+    def _tier_agent_limits(cls, value: dict[str, int | None]) -> dict[str, int | None]:
+        negative = [tier for tier, limit in value.items() if limit is not None and limit < 0]
+        if negative:
+            raise ValueError(f"limits must be >= 0 or null (unlimited); check {negative}")
+        return {**DEFAULT_TIER_AGENT_LIMITS, **value}
 
     @property
     def is_production(self) -> bool:

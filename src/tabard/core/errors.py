@@ -8,6 +8,7 @@
     ├── NotFound                     404 NOT_FOUND
     ├── Conflict                     409 CONFLICT
     ├── ValidationFailed             422 VALIDATION_FAILED
+    │   └── InvalidField             422 VALIDATION_FAILED (names the field, like schema errors)
     └── ServiceUnavailable           503 SERVICE_UNAVAILABLE
 
 Each domain subclasses these in its own `errors.py` with an explicit, stable `code`.
@@ -75,6 +76,14 @@ class ValidationFailed(TabardError):
     status = 422
     code = "VALIDATION_FAILED"
     title = "Validation failed"
+
+
+class InvalidField(ValidationFailed):
+    """A field failed a check the schema cannot express; shaped like a schema validation error."""
+
+    def __init__(self, field: str, reason: str, **extensions: Any) -> None:
+        errors = [{"field": field, "message": reason}]
+        super().__init__(f"{field}: {reason}", errors=errors, **extensions)
 
 
 class ServiceUnavailable(TabardError):

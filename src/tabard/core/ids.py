@@ -12,13 +12,20 @@ import uuid6
 
 ORG_KEY_PREFIX = "tbd_org_"
 ADMIN_SECRET_PREFIX = "tbd_admin_"  # noqa: S105 - a format prefix, not a secret
-SECRET_PREFIXES = (ORG_KEY_PREFIX, ADMIN_SECRET_PREFIX)
+CLIENT_SECRET_PREFIX = "tbd_cs_"  # noqa: S105 - a format prefix, not a secret
+CLIENT_ID_PREFIX = "tbd_cid_"
+SECRET_PREFIXES = (ORG_KEY_PREFIX, ADMIN_SECRET_PREFIX, CLIENT_SECRET_PREFIX)
 _SECRET_BYTES = 32
 
 
 def new_id() -> str:
     """A UUIDv7 as a string."""
     return str(uuid6.uuid7())
+
+
+def new_client_id() -> str:
+    """A public client identifier: not secret, but recognizable and unguessable."""
+    return CLIENT_ID_PREFIX + uuid6.uuid7().hex
 
 
 def new_secret(prefix: str) -> str:

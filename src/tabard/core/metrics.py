@@ -42,3 +42,19 @@ AUDIT_EVENTS_CHECKED = Gauge(
     "Events checked by the last audit verification.",
     registry=REGISTRY,
 )
+AGENTS_REGISTERED = Counter(
+    "tabard_agents_registered_total",
+    "Agents registered, by deployment environment.",
+    ["environment"],
+    registry=REGISTRY,
+)
+DID_DOCUMENTS_SERVED = Counter(
+    "tabard_did_documents_served_total",
+    "DID documents served (agent documents, the registry's, and resolutions).",
+    registry=REGISTRY,
+)
+CREDENTIALS_EXPIRING_SOON = Gauge(
+    "tabard_credentials_expiring_soon",
+    "Active client credentials that expire within 7 days.",
+    registry=REGISTRY,
+)

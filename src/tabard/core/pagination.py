@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -26,6 +27,13 @@ class Page(BaseModel, Generic[T]):
 def encode_cursor(key: Any) -> str:
     raw = json.dumps({"k": key}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def page_of(rows: Sequence[T], limit: int, key: Callable[[T], Any]) -> tuple[list[T], str | None]:
+    """Split `limit + 1` fetched rows into one page and the cursor of the next (None: last page)."""
+    items = list(rows[:limit])
+    next_cursor = encode_cursor(key(items[-1])) if len(rows) > limit else None
+    return items, next_cursor
 
 
 def decode_cursor(cursor: str | None) -> Any:

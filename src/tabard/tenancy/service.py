@@ -17,13 +17,17 @@ from tabard.audit import service as audit
 from tabard.core import outbox
 from tabard.core.context import Context
 from tabard.core.hashing import keyed_digest
+from tabard.core.hooks import Hook
 from tabard.core.ids import ORG_KEY_PREFIX, new_id, new_secret
-from tabard.core.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor
+from tabard.core.pagination import DEFAULT_LIMIT, decode_cursor, page_of
 from tabard.tenancy.errors import ApiKeyNotFound, OrgAlreadyExists, OrgNotFound, OrgStateConflict
 from tabard.tenancy.models import Organization, OrgApiKey
 from tabard.tenancy.schemas import ApiKeyCreate, OrgCreate, OrgStatus, OrgUpdate
 
 KEY_DISPLAY_PREFIX_LENGTH = 12
+
+# Domains that own an org's resources veto its deletion here (the registry, while agents remain).
+before_org_delete: Hook[str] = Hook("tenancy.before_org_delete")
 
 
 async def _changed(
@@ -60,6 +64,18 @@ async def get_org(session: AsyncSession, org_id: str) -> Organization:
     return org
 
 
+async def lock_org(session: AsyncSession, org_id: str) -> Organization:
+    """The org, row-locked until commit so per-org limits can be checked without races.
+
+    (SQLite needs no row lock: its write transactions already run one at a time.)
+    """
+    statement = select(Organization).where(Organization.id == org_id).with_for_update()
+    org = (await session.execute(statement)).scalar_one_or_none()
+    if org is None:
+        raise OrgNotFound(f"no organization {org_id!r}")
+    return org
+
+
 async def list_orgs(
     session: AsyncSession, *, cursor: str | None, limit: int = DEFAULT_LIMIT
 ) -> tuple[list[Organization], str | None]:
@@ -68,8 +84,7 @@ async def list_orgs(
     if after is not None:
         statement = statement.where(Organization.id > str(after))
     rows = list((await session.execute(statement)).scalars())
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    return page_of(rows, limit, key=lambda org: org.id)
 
 
 async def update_org(
@@ -100,8 +115,12 @@ async def set_org_status(
 
 
 async def delete_org(session: AsyncSession, ctx: Context, org_id: str) -> None:
-    """Delete an org and its keys; its audit chain stays (audit rows are never deleted)."""
+    """Delete an org and its keys; its audit chain stays (audit rows are never deleted).
+
+    Refused (by the domains registered on `before_org_delete`) while it still owns resources.
+    """
     org = await get_org(session, org_id)
+    await before_org_delete.run(session, ctx, org_id)
     await session.delete(org)
     await session.flush()
     await _changed(session, ctx, "org.deleted", org_id, {})

@@ -1,0 +1,1 @@
+"""Client credentials of agents: secrets (hashed) and registered JWKS, rotation and expiry."""

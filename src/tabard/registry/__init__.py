@@ -1,0 +1,1 @@
+"""The agent registry: agents, their DIDs and keys, A2A agent cards, discovery."""
