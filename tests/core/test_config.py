@@ -66,6 +66,20 @@ class TestLoadSettings:
         assert settings.is_production
 
 
+    def test_tier_limits_from_json_keep_defaults_for_tiers_left_out(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("TABARD_TIER_AGENT_LIMITS", '{"free": 25, "startup": 100}')
+        limits = load_settings().tier_agent_limits
+        assert limits == {"free": 25, "pro": 1000, "enterprise": None, "startup": 100}
+
+    def test_negative_tier_limit_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TABARD_TIER_AGENT_LIMITS", '{"free": -1}')
+        with pytest.raises(ConfigError) as raised:
+            load_settings()
+        assert raised.value.problems[0].startswith("TABARD_TIER_AGENT_LIMITS: limits must be")
+
+
 class TestCommandLine:
     def test_invalid_setting_exits_2_with_one_line_per_problem(self, tmp_path: Path) -> None:
         result = _run(

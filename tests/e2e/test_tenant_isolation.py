@@ -7,15 +7,23 @@ without anyone remembering to add it here.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI
 
 from tests.conftest import ADMIN, bearer, create_org, create_org_key
 
+_AGENT = "/v1/orgs/{org_id}/agents/{agent_id}"
 _BODIES = {
     "POST /v1/orgs/{org_id}/keys": {"name": "stolen"},
     "PATCH /v1/orgs/{org_id}": {"display_name": "Owned"},
+    "POST /v1/orgs/{org_id}/agents": {"name": "stolen"},
+    f"PATCH {_AGENT}": {"display_name": "Owned"},
+    f"POST {_AGENT}/keys": {"generate": "Ed25519"},
+    f"POST {_AGENT}/credentials": {},
+    f"PATCH {_AGENT}/credentials/{{credential_id}}": {"name": "owned"},
+    f"POST {_AGENT}/credentials/{{credential_id}}/rotate": {},
 }
 # Routes only the platform admin may call answer 403 to any org key, before looking at the id.
 _ADMIN_ONLY = {
@@ -44,12 +52,21 @@ class TestCrossTenantAccess:
         globex_key_secret = await create_org_key(client, "globex")
         globex_key_id = (await client.get("/v1/orgs/globex/keys", headers=ADMIN)).json()[0]["id"]
         globex_event = (await client.get("/v1/audit?org=globex", headers=ADMIN)).json()["items"][0]
-        ids = {"org_id": "globex", "key_id": globex_key_id, "event_id": globex_event["id"]}
+        agent, kid, credential_id = await _globex_agent(client)
+        ids = {
+            "org_id": "globex",
+            "key_id": globex_key_id,
+            "event_id": globex_event["id"],
+            "agent_id": agent["id"],
+            "kid": kid,
+            "credential_id": credential_id,
+            "did": quote(agent["did"], safe=""),
+        }
         acme_key = await create_org_key(client, "acme")
 
         app: FastAPI = client._transport.app  # type: ignore[attr-defined]
         routes = _routes_with_ids(app)
-        assert len(routes) >= 8
+        assert len(routes) >= 25
         for method, template in routes:
             path = re.sub(r"\{(\w+)\}", lambda match: ids[match.group(1)], template)
             signature = f"{method} {template}"
@@ -65,6 +82,23 @@ class TestCrossTenantAccess:
         assert (await client.get("/v1/orgs/globex", headers=ADMIN)).json()[
             "display_name"
         ] == "Globex"
+        after = (await client.get(f"/v1/orgs/globex/agents/{agent['id']}", headers=ADMIN)).json()
+        assert after == agent
+        credentials = f"/v1/orgs/globex/agents/{agent['id']}/credentials"
+        listed = (await client.get(credentials, headers=ADMIN)).json()
+        assert [(c["id"], c["status"], c["name"]) for c in listed] == [
+            (credential_id, "active", "default")
+        ]
+
+    async def test_acme_key_cannot_create_agents_in_globex(self, client: httpx.AsyncClient) -> None:
+        await create_org(client, "acme")
+        await create_org(client, "globex")
+        acme_key = await create_org_key(client, "acme")
+        response = await client.post(
+            "/v1/orgs/globex/agents", json={"name": "stolen"}, headers=bearer(acme_key)
+        )
+        assert response.status_code == 404
+        assert (await client.get("/v1/orgs/globex/agents", headers=ADMIN)).json()["items"] == []
 
     async def test_audit_filter_on_another_org_is_404(self, client: httpx.AsyncClient) -> None:
         await create_org(client, "acme")
@@ -80,3 +114,19 @@ class TestCrossTenantAccess:
         events = (await client.get("/v1/audit", headers=bearer(acme_key))).json()["items"]
         assert events
         assert {event["org_id"] for event in events} == {"acme"}
+
+
+async def _globex_agent(client: httpx.AsyncClient) -> tuple[dict[str, object], str, str]:
+    """A private globex agent with a key and a credential: every id an attacker might try."""
+    response = await client.post(
+        "/v1/orgs/globex/agents",
+        json={"name": "ledger", "display_name": "Globex Ledger", "capabilities": ["ledger.read"]},
+        headers=ADMIN,
+    )
+    assert response.status_code == 201, response.text
+    agent: dict[str, object] = response.json()
+    base = f"/v1/orgs/globex/agents/{agent['id']}"
+    key = await client.post(f"{base}/keys", json={"generate": "P-256"}, headers=ADMIN)
+    credential = await client.post(f"{base}/credentials", json={}, headers=ADMIN)
+    assert key.status_code == credential.status_code == 201
+    return agent, key.json()["kid"], credential.json()["id"]

@@ -1,0 +1,69 @@
+"""The registry's signing key: created once, sealed at rest, published in the JWKS."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from cryptography.exceptions import InvalidTag
+from joserfc import jws
+from joserfc.errors import BadSignatureError
+from joserfc.jwk import import_key
+from sqlalchemy import func, select
+
+from tabard.core.keystore import KeyStore
+from tabard.core.runtime import Runtime
+from tabard.tokens import keys
+from tabard.tokens.models import SigningKey
+
+_PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
+
+
+class TestActiveKey:
+    async def test_first_use_creates_one_key_even_when_callers_race(self, runtime: Runtime) -> None:
+        materials = await asyncio.gather(
+            *(keys.active_key(runtime.database, runtime.keystore, runtime.clock) for _ in range(5))
+        )
+        assert len({material.kid for material in materials}) == 1
+        async with runtime.database.read_only() as session:
+            count = (await session.execute(select(func.count()).select_from(SigningKey))).scalar()
+        assert count == 1
+
+    async def test_private_key_is_sealed_under_the_master_key(self, runtime: Runtime) -> None:
+        material = await keys.active_key(runtime.database, runtime.keystore, runtime.clock)
+        async with runtime.database.read_only() as session:
+            row = await session.get(SigningKey, material.kid)
+        assert row is not None
+        assert b"PRIVATE KEY" not in row.sealed_private_key
+        with pytest.raises(InvalidTag):
+            KeyStore(b"another master key").decrypt(row.sealed_private_key, b"anything")
+
+
+class TestJwks:
+    async def test_publishes_the_public_half_under_its_thumbprint(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        response = await client.get("/.well-known/jwks.json")
+        assert response.status_code == 200
+        assert "max-age" in response.headers["cache-control"]
+        (published,) = response.json()["keys"]
+        assert not _PRIVATE_MEMBERS & published.keys()
+        assert published["alg"] == "ES256"
+        assert published["use"] == "sig"
+        assert import_key(published).thumbprint() == published["kid"]
+
+    async def test_a_signature_by_the_active_key_verifies_with_the_jwks(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        material = await keys.active_key(runtime.database, runtime.keystore, runtime.clock)
+        header, signature = keys.sign_detached(material, b'{"claim":1}')
+        (published,) = (await client.get("/.well-known/jwks.json")).json()["keys"]
+        public = import_key(published)
+        compact = f"{header}.eyJjbGFpbSI6MX0.{signature}"
+        assert jws.deserialize_compact(compact, public, algorithms=["ES256"]).payload == (
+            b'{"claim":1}'
+        )
+        tampered = f"{header}.eyJjbGFpbSI6Mn0.{signature}"
+        with pytest.raises(BadSignatureError):
+            jws.deserialize_compact(tampered, public, algorithms=["ES256"])
