@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import semver
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from tabard.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -122,6 +122,24 @@ class AgentUpdate(BaseModel):
     endpoint_url: EndpointUrl | None = None
     visibility: Visibility | None = None
     metadata: Metadata | None = None
+
+    @field_validator(
+        "display_name",
+        "description",
+        "type",
+        "version",
+        "capabilities",
+        "tags",
+        "environment",
+        "visibility",
+        "metadata",
+    )
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        """Only `endpoint_url` may be cleared with null; the others are always set."""
+        if value is None:
+            raise ValueError("may not be null; omit the field to leave it unchanged")
+        return value
 
 
 class AgentOut(BaseModel):
