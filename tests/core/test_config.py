@@ -65,7 +65,6 @@ class TestLoadSettings:
         )
         assert settings.is_production
 
-
     def test_tier_limits_from_json_keep_defaults_for_tiers_left_out(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
