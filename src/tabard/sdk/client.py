@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -44,6 +45,48 @@ class Client:
 
     def create_api_key(self, org_id: str, name: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/orgs/{org_id}/keys", json={"name": name})
+
+    def register_agent(self, org_id: str, name: str, **fields: Any) -> dict[str, Any]:
+        """Register an agent; `fields` are the optional agent fields (capabilities, version, …)."""
+        return self._call("POST", f"/v1/orgs/{org_id}/agents", json={"name": name, **fields})
+
+    def get_agent(self, org_id: str, agent_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/orgs/{org_id}/agents/{agent_id}")
+
+    def update_agent(self, org_id: str, agent_id: str, **fields: Any) -> dict[str, Any]:
+        return self._call("PATCH", f"/v1/orgs/{org_id}/agents/{agent_id}", json=fields)
+
+    def set_agent_status(self, org_id: str, agent_id: str, action: str) -> dict[str, Any]:
+        """`action` is `suspend`, `reactivate` or `decommission` (final)."""
+        return self._call("POST", f"/v1/orgs/{org_id}/agents/{agent_id}/{action}")
+
+    def discover_agents(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every agent matching `filters` (`capability` may be a list), following the pages."""
+        params = dict(filters)
+        while True:
+            page = self._call("GET", "/v1/discovery/agents", params=params)
+            yield from page["items"]
+            if not page["next_cursor"]:
+                return
+            params["cursor"] = page["next_cursor"]
+
+    def generate_agent_key(
+        self, org_id: str, agent_id: str, algorithm: str = "Ed25519"
+    ) -> dict[str, Any]:
+        """A new key pair for the agent; `private_jwk` in the result is the only copy."""
+        path = f"/v1/orgs/{org_id}/agents/{agent_id}/keys"
+        return self._call("POST", path, json={"generate": algorithm})
+
+    def create_client_credential(self, org_id: str, agent_id: str, **fields: Any) -> dict[str, Any]:
+        """A client credential; `client_secret` in the result is shown only this once."""
+        path = f"/v1/orgs/{org_id}/agents/{agent_id}/credentials"
+        return self._call("POST", path, json=fields)
+
+    def rotate_client_secret(
+        self, org_id: str, agent_id: str, credential_id: str, grace_period_seconds: int = 0
+    ) -> dict[str, Any]:
+        path = f"/v1/orgs/{org_id}/agents/{agent_id}/credentials/{credential_id}/rotate"
+        return self._call("POST", path, json={"grace_period_seconds": grace_period_seconds})
 
     def verify_audit(self) -> dict[str, Any]:
         return self._call("GET", "/v1/audit/verify")
