@@ -219,9 +219,7 @@ class TestRejectedKeys:
 
 
 class TestGenerateKey:
-    async def test_ed25519_private_key_is_in_the_response(
-        self, client: httpx.AsyncClient
-    ) -> None:
+    async def test_ed25519_private_key_is_in_the_response(self, client: httpx.AsyncClient) -> None:
         await create_org(client, "acme")
         agent = await create_agent(client)
         response = await client.post(keys_url(agent), json={"generate": "Ed25519"}, headers=ADMIN)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tabard.core.ids import SECRET_PREFIXES
+from tabard.core.ids import PUBLIC_PREFIXES, SECRET_PREFIXES
 
 REDACTED = "[REDACTED]"
 
+_PUBLIC = "|".join(re.escape(prefix) for prefix in PUBLIC_PREFIXES)
 _CREDENTIAL_PATTERNS = (
     re.compile(r"\b(?:{})[A-Za-z0-9_\-]{{8,}}".format("|".join(map(re.escape, SECRET_PREFIXES)))),
-    re.compile(r"\btbd_[a-z]+_[A-Za-z0-9_\-]{16,}"),  # any current or future Tabard secret
+    # Any current or future Tabard secret, except the identifiers known to be public.
+    re.compile(rf"\b(?!{_PUBLIC})tbd_[a-z]+_[A-Za-z0-9_\-]{{16,}}"),
     re.compile(r"\beyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"),  # JWT / JWS
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"\bBearer\s+\S+", re.IGNORECASE),

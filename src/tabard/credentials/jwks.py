@@ -7,12 +7,14 @@ production), because whoever controls it controls the client's identity.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from typing import Any
 from urllib.parse import urlparse
 
 from joserfc.errors import JoseError
-from joserfc.jwk import RSAKey, import_key
+from joserfc.jwk import import_key
 
 from tabard.core.errors import InvalidField
 
@@ -49,12 +51,24 @@ def _check_key(jwk: dict[str, Any], field: str) -> None:
         raise InvalidField(
             field, f"unsupported key type {kty}/{crv} (EC P-256/384/521, Ed25519, RSA)"
         )
+    # Size first: the JOSE library warns (rather than fails) on weak RSA keys.
+    if kty == "RSA" and _rsa_bits(jwk) < MIN_RSA_BITS:
+        raise InvalidField(field, f"RSA keys must have at least {MIN_RSA_BITS} bits")
     try:
-        key = import_key(jwk)
+        import_key(jwk)
     except (JoseError, ValueError, TypeError) as exc:
         raise InvalidField(field, f"not a valid public key ({exc})") from None
-    if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
-        raise InvalidField(field, f"RSA keys must have at least {MIN_RSA_BITS} bits")
+
+
+def _rsa_bits(jwk: dict[str, Any]) -> int:
+    modulus = jwk.get("n")
+    if not isinstance(modulus, str):
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(modulus + "=" * (-len(modulus) % 4))
+    except (binascii.Error, ValueError):
+        return 0
+    return int.from_bytes(raw, "big").bit_length()
 
 
 def _is_loopback(host: str) -> bool:

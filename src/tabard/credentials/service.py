@@ -185,7 +185,9 @@ async def revoke_all_for_agent(
 ) -> None:
     """`registry.agent_retired` handler: a decommissioned agent keeps no working credential."""
     statement = select(ClientCredential).where(
-        ClientCredential.agent_id == agent.id, ClientCredential.status == _ACTIVE
+        ClientCredential.org_id == agent.org_id,
+        ClientCredential.agent_id == agent.id,
+        ClientCredential.status == _ACTIVE,
     )
     for credential in (await session.execute(statement)).scalars():
         _revoke(credential, ctx.clock.now())

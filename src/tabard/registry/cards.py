@@ -23,6 +23,16 @@ def card_url(public_url: str, agent_id: str) -> str:
     return f"{public_url}/agents/{agent_id}/agent-card.json"
 
 
+def missing_for_card(agent: Agent) -> list[str]:
+    """What the agent lacks for a valid A2A card (the spec requires an interface and a skill)."""
+    missing = []
+    if not agent.endpoint_url:
+        missing.append("endpoint_url")
+    if not agent.capabilities:
+        missing.append("capabilities")
+    return missing
+
+
 def build_card(agent: Agent, *, org_name: str, public_url: str) -> dict[str, Any]:
     """The unsigned card: identity, interface, skills from capabilities, Tabard OAuth security."""
     card: dict[str, Any] = {
@@ -56,7 +66,7 @@ def signing_input(card: dict[str, Any]) -> bytes:
 
 def _interfaces(agent: Agent) -> list[dict[str, str]]:
     if not agent.endpoint_url:
-        return []  # no endpoint registered: the card describes the agent but offers no interface
+        return []
     return [
         {
             "url": agent.endpoint_url,

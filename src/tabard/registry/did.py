@@ -46,7 +46,7 @@ def agent_document(
     keys: list[dict[str, Any]],
     *,
     also_known_as: list[str],
-    card_url: str,
+    card_url: str | None,
     endpoint_url: str | None,
 ) -> dict[str, Any]:
     """An agent's DID document: its public keys (`JsonWebKey2020`) and services."""
@@ -60,9 +60,11 @@ def agent_document(
         for key in keys
     ]
     references = [method["id"] for method in methods]
-    services: list[dict[str, Any]] = [
-        {"id": f"{did}#agent-card", "type": AGENT_CARD_SERVICE, "serviceEndpoint": card_url}
-    ]
+    services: list[dict[str, Any]] = []
+    if card_url:
+        services.append(
+            {"id": f"{did}#agent-card", "type": AGENT_CARD_SERVICE, "serviceEndpoint": card_url}
+        )
     if endpoint_url:
         services.append(
             {
@@ -77,7 +79,8 @@ def agent_document(
     document["verificationMethod"] = methods
     document["authentication"] = references
     document["assertionMethod"] = references
-    document["service"] = services
+    if services:
+        document["service"] = services
     return document
 
 

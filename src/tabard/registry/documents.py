@@ -15,7 +15,13 @@ from tabard.core.context import Actor
 from tabard.core.errors import TabardError
 from tabard.registry import cards, did, keys, policy, service
 from tabard.registry.did_key import InvalidDidKey, did_key_document
-from tabard.registry.errors import AgentDecommissioned, AgentNotFound, DidNotFound, InvalidDid
+from tabard.registry.errors import (
+    AgentCardUnavailable,
+    AgentDecommissioned,
+    AgentNotFound,
+    DidNotFound,
+    InvalidDid,
+)
 from tabard.registry.models import Agent
 from tabard.registry.schemas import AgentStatus
 from tabard.tenancy import service as tenancy
@@ -61,6 +67,12 @@ async def signed_card(
 ) -> dict[str, Any]:
     """The agent's A2A card, signed with the registry's active key."""
     agent = await _live_visible_agent(session, actor, agent_id)
+    missing = cards.missing_for_card(agent)
+    if missing:
+        raise AgentCardUnavailable(
+            f"agent {agent_id!r} needs {' and '.join(missing)} to publish an A2A card",
+            missing=missing,
+        )
     org = await tenancy.get_org(session, agent.org_id)
     card = cards.build_card(agent, org_name=org.display_name, public_url=settings.public_url)
     return cards.sign_card(card, material, f"{settings.public_url}/.well-known/jwks.json")
@@ -94,7 +106,9 @@ async def _document(session: AsyncSession, settings: Settings, agent: Agent) -> 
         agent.did,
         [{**key.public_jwk, "kid": key.kid} for key in agent_keys],
         also_known_as=[key.did_key for key in agent_keys],
-        card_url=cards.card_url(settings.public_url, agent.id),
+        card_url=None
+        if cards.missing_for_card(agent)
+        else cards.card_url(settings.public_url, agent.id),
         endpoint_url=agent.endpoint_url,
     )
 

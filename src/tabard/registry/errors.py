@@ -48,6 +48,11 @@ class AgentDecommissioned(TabardError):
     title = "The agent has been decommissioned"
 
 
+class AgentCardUnavailable(NotFound):
+    code = "AGENT_CARD_UNAVAILABLE"
+    title = "The agent has no A2A card yet"
+
+
 class DidNotFound(NotFound):
     code = "DID_NOT_FOUND"
     title = "DID not found"

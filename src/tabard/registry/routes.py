@@ -177,6 +177,7 @@ async def registry_did_document(runtime: RuntimeDep) -> JSONResponse:
 @public_router.get("/v1/identifiers/{did}")
 async def resolve_did(did: str, runtime: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
     """DID resolution (W3C DID Resolution result) for our did:web DIDs and any did:key."""
+    await signing_keys.active_key(runtime.database, runtime.keystore, runtime.clock)
     async with runtime.database.read_only() as session:
         result = await documents.resolve(session, ctx.actor, runtime.settings, did)
     DID_DOCUMENTS_SERVED.inc()

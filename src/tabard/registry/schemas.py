@@ -8,7 +8,16 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import semver
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from tabard.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -64,8 +73,15 @@ def _small_json(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _http_url(value: HttpUrl) -> str:
-    return str(value)
+_HTTP_URL: TypeAdapter[HttpUrl] = TypeAdapter(HttpUrl)
+
+
+def _http_url(value: str) -> str:
+    """Validated as an http(s) URL, kept as the string it normalizes to."""
+    try:
+        return str(_HTTP_URL.validate_python(value))
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"]) from None
 
 
 AgentName = Annotated[str, Field(pattern=AGENT_NAME_PATTERN, examples=["invoice-bot"])]
@@ -85,7 +101,9 @@ AgentType = Annotated[
     ),
 ]
 Version = Annotated[str, Field(max_length=100, examples=["1.4.0"]), AfterValidator(_semver)]
-EndpointUrl = Annotated[HttpUrl, Field(max_length=2048), AfterValidator(_http_url)]
+EndpointUrl = Annotated[
+    str, Field(max_length=2048, json_schema_extra={"format": "uri"}), AfterValidator(_http_url)
+]
 Metadata = Annotated[dict[str, Any], AfterValidator(_small_json)]
 DisplayName = Annotated[str, Field(min_length=1, max_length=200)]
 Description = Annotated[str, Field(max_length=4000)]
