@@ -154,6 +154,7 @@ def measure(server: Server, target: Target, plan: LoadPlan) -> dict[str, Any]:
         "rps": round(len(latencies) / plan.duration_s, 1),
         "p50_ms": round(percentile(latencies, 0.50) / 1000, 3),
         "p99_ms": round(percentile(latencies, 0.99) / 1000, 3),
+        "max_ms": round(latencies[-1] / 1000, 3) if latencies else 0.0,
         "errors": non_2xx + transport,
         "non_2xx": non_2xx,
         "transport_errors": transport,
@@ -195,9 +196,18 @@ def baseline_server(workers: int, scratch: Path) -> Iterator[Server]:
 
 
 @contextmanager
-def tabard_server(workers: int, scratch: Path, admin_secret: str) -> Iterator[Server]:
-    """`tabard serve` on a fresh data directory (also its working directory: no stray .env)."""
-    data_dir = Path(tempfile.mkdtemp(prefix=f"tabard-{workers}-", dir=scratch))
+def tabard_server(
+    workers: int,
+    scratch: Path,
+    admin_secret: str,
+    *,
+    data_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """`tabard serve` on `data_dir` (default: a fresh one), also its working directory (no
+    stray .env); `extra_env` adds settings such as TABARD_DATABASE_URL."""
+    if data_dir is None:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"tabard-{workers}-", dir=scratch))
     port = free_port()
     env = clean_env(
         {
@@ -205,6 +215,7 @@ def tabard_server(workers: int, scratch: Path, admin_secret: str) -> Iterator[Se
             "TABARD_LOG_FORMAT": "json",
             "TABARD_LOG_LEVEL": "warning",
             "TABARD_ADMIN_SECRET": admin_secret,
+            **(extra_env or {}),
         }
     )
     command = [sys.executable, "-m", "tabard.cli", "serve", "--host", HOST, "--port", str(port)]
