@@ -204,8 +204,11 @@ def tabard_server(
     data_dir: Path | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
-    """`tabard serve` on `data_dir` (default: a fresh one), also its working directory (no
-    stray .env); `extra_env` adds settings such as TABARD_DATABASE_URL."""
+    """`tabard serve` on `data_dir`, by default a fresh one.
+
+    The data directory is also its working directory (no stray .env); `extra_env` adds
+    settings such as TABARD_DATABASE_URL.
+    """
     if data_dir is None:
         data_dir = Path(tempfile.mkdtemp(prefix=f"tabard-{workers}-", dir=scratch))
     port = free_port()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -140,6 +141,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(run_periodic(database, clock, name, interval, job, exclusive=False))
         for name, interval, job in gauges
     ]
+    # The objects built at start-up live for the whole process; leaving them out of the cyclic
+    # collector's scans keeps its full collections (~100 ms pauses under load) short.
+    gc.freeze()
     try:
         yield
     finally:

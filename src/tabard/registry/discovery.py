@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
@@ -105,7 +105,10 @@ async def _holders_up_to(session: AsyncSession, capability: str) -> int:
 
 def _holds(table: type[AgentCapability] | type[AgentTag], column: Any, value: str) -> Any:
     """`EXISTS` probe of a lookup table's primary key for the current agent."""
-    return exists().where(column == value, table.agent_id == Agent.id)
+    # OFFSET keeps PostgreSQL from pulling the probe up into a semi-join: a generic plan (used
+    # once a prepared statement has run five times) would merge-join every holder of the label.
+    probe = select(table.agent_id).where(column == value, table.agent_id == Agent.id)
+    return probe.offset(0).exists()
 
 
 def _text_match(text: str) -> ColumnElement[bool]:
