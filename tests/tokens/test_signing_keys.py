@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
 import pytest
@@ -12,6 +13,8 @@ from joserfc.errors import BadSignatureError
 from joserfc.jwk import import_key
 from sqlalchemy import func, select
 
+from tabard.api.app import create_app
+from tabard.core.config import Settings
 from tabard.core.keystore import KeyStore
 from tabard.core.runtime import Runtime
 from tabard.tokens import keys
@@ -38,6 +41,24 @@ class TestActiveKey:
         assert b"PRIVATE KEY" not in row.sealed_private_key
         with pytest.raises(InvalidTag):
             KeyStore(b"another master key").decrypt(row.sealed_private_key, b"anything")
+
+
+class TestWrongMasterKey:
+    async def test_readiness_and_signing_name_the_master_key(
+        self, settings: Settings, runtime: Runtime
+    ) -> None:
+        """A database restored without its master key: /readyz says so, cards answer 503."""
+        await keys.active_key(runtime.database, runtime.keystore, runtime.clock)
+        restored = dataclasses.replace(runtime, keystore=KeyStore(b"not the original master key"))
+        app = create_app(settings, runtime=restored)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tabard.test") as http:
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert "master key" in ready.json()["checks"]["keystore"]["detail"]
+            jwks = await http.get("/.well-known/jwks.json")
+            assert jwks.status_code == 503
+            assert jwks.json()["code"] == "SIGNING_KEY_UNAVAILABLE"
 
 
 class TestJwks:

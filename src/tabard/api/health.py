@@ -15,6 +15,7 @@ from tabard import __version__
 from tabard.core import metrics
 from tabard.core.errors import Unauthenticated
 from tabard.core.runtime import Runtime, RuntimeDep
+from tabard.tokens import keys as signing_keys
 
 router = APIRouter(tags=["health"])
 READINESS_TIMEOUT_SECONDS = 2.0
@@ -40,6 +41,9 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
 async def _run_checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
     async def keystore() -> None:
         runtime.keystore.check()
+        # The master key must also open the stored signing key (a restore without master.key
+        # would otherwise surface only when the first card is signed).
+        await signing_keys.active_key(runtime.database, runtime.keystore, runtime.clock)
 
     probes: dict[str, Callable[[], Awaitable[None]]] = {
         "database": runtime.database.ping,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from joserfc import jws
 from joserfc.jwk import ECKey, import_key
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tabard.core.clock import Clock
 from tabard.core.db import Database
 from tabard.core.keystore import KeyStore
+from tabard.tokens.errors import SigningKeyUnavailable
 from tabard.tokens.models import SigningKey
 
 DEFAULT_ALGORITHM = "ES256"
@@ -89,7 +91,13 @@ async def _create_first_key(session: AsyncSession, keystore: KeyStore, clock: Cl
 
 
 def _open(row: SigningKey, keystore: KeyStore) -> SigningMaterial:
-    pem = keystore.decrypt(row.sealed_private_key, _SEAL_CONTEXT + row.kid.encode())
+    try:
+        pem = keystore.decrypt(row.sealed_private_key, _SEAL_CONTEXT + row.kid.encode())
+    except InvalidTag:
+        raise SigningKeyUnavailable(
+            f"signing key {row.kid} cannot be opened with this master key; restore the master "
+            "key (TABARD_MASTER_KEY or master.key) that was in use when it was created"
+        ) from None
     key = import_key(pem, "EC")
     assert isinstance(key, ECKey)
     return SigningMaterial(kid=row.kid, alg=row.alg, private_key=key)
