@@ -12,6 +12,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -167,3 +168,19 @@ async def create_org_key(client: httpx.AsyncClient, org_id: str = "acme") -> str
     assert response.status_code == 201, response.text
     secret: str = response.json()["secret"]
     return secret
+
+
+async def create_agent(
+    client: httpx.AsyncClient,
+    org_id: str = "acme",
+    name: str = "invoice-bot",
+    headers: dict[str, str] = ADMIN,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Register an agent through the API (201 asserted) and return its JSON."""
+    response = await client.post(
+        f"/v1/orgs/{org_id}/agents", json={"name": name, **fields}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    agent: dict[str, Any] = response.json()
+    return agent

@@ -20,18 +20,9 @@ from tabard.credentials.errors import ClientAuthenticationFailed
 from tabard.credentials.jobs import update_expiring_gauge_once
 from tabard.credentials.models import ClientCredential
 from tabard.credentials.service import authenticate_secret
-from tests.conftest import ADMIN, bearer, create_org, create_org_key
+from tests.conftest import ADMIN, bearer, create_agent, create_org, create_org_key
 
 DAY = 86400
-
-
-async def create_agent(
-    client: httpx.AsyncClient, org_id: str = "acme", name: str = "invoice-bot"
-) -> dict[str, Any]:
-    response = await client.post(f"/v1/orgs/{org_id}/agents", json={"name": name}, headers=ADMIN)
-    assert response.status_code == 201, response.text
-    agent: dict[str, Any] = response.json()
-    return agent
 
 
 def credentials_url(agent: dict[str, Any]) -> str:

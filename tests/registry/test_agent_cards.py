@@ -21,22 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from google.protobuf.json_format import ParseDict
 
-from tests.conftest import ADMIN, bearer, create_org, create_org_key
+from tests.conftest import ADMIN, bearer, create_agent, create_org, create_org_key
 
 PUBLIC_URL = "http://127.0.0.1:8080"
 ENDPOINT = "https://agents.acme.example/a2a"
 CAPABILITIES = ["invoices:read", "invoices.approve:write", "crm"]
-
-
-async def create_agent(
-    client: httpx.AsyncClient, org_id: str = "acme", name: str = "invoice-bot", **fields: Any
-) -> dict[str, Any]:
-    response = await client.post(
-        f"/v1/orgs/{org_id}/agents", json={"name": name, **fields}, headers=ADMIN
-    )
-    assert response.status_code == 201, response.text
-    agent: dict[str, Any] = response.json()
-    return agent
 
 
 async def create_listed_agent(client: httpx.AsyncClient) -> dict[str, Any]:

@@ -15,18 +15,7 @@ from sqlalchemy import select
 from tabard.core.outbox import OutboxEvent
 from tabard.core.runtime import Runtime
 from tabard.registry.did_key import did_key_from_jwk
-from tests.conftest import ADMIN, bearer, create_org, create_org_key
-
-
-async def create_agent(
-    client: httpx.AsyncClient, org_id: str = "acme", name: str = "invoice-bot", **fields: Any
-) -> dict[str, Any]:
-    response = await client.post(
-        f"/v1/orgs/{org_id}/agents", json={"name": name, **fields}, headers=ADMIN
-    )
-    assert response.status_code == 201, response.text
-    agent: dict[str, Any] = response.json()
-    return agent
+from tests.conftest import ADMIN, bearer, create_agent, create_org, create_org_key
 
 
 def keys_url(agent: dict[str, Any]) -> str:

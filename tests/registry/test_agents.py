@@ -13,27 +13,12 @@ from sqlalchemy import select
 from tabard.core.clock import FrozenClock
 from tabard.core.outbox import OutboxEvent
 from tabard.core.runtime import Runtime
-from tests.conftest import ADMIN, bearer, create_org, create_org_key
+from tests.conftest import ADMIN, bearer, create_agent, create_org, create_org_key
 
 FREE_TIER_LIMIT = 10
 METADATA_LIMIT = 16 * 1024
 # '{"blob":"' + value + '"}' is the compact JSON the limit is measured on: 11 bytes of framing.
 LARGEST_BLOB = METADATA_LIMIT - len('{"blob":""}')
-
-
-async def create_agent(
-    client: httpx.AsyncClient,
-    org_id: str = "acme",
-    name: str = "invoice-bot",
-    headers: dict[str, str] = ADMIN,
-    **fields: Any,
-) -> dict[str, Any]:
-    response = await client.post(
-        f"/v1/orgs/{org_id}/agents", json={"name": name, **fields}, headers=headers
-    )
-    assert response.status_code == 201, response.text
-    agent: dict[str, Any] = response.json()
-    return agent
 
 
 def agent_url(agent: dict[str, Any]) -> str:

@@ -25,22 +25,11 @@ from tabard.core.runtime import Runtime
 from tabard.registry import service
 from tabard.registry.errors import DidConflict
 from tabard.registry.schemas import AgentCreate
-from tests.conftest import ADMIN, bearer, create_org, create_org_key
+from tests.conftest import ADMIN, bearer, create_agent, create_org, create_org_key
 
 REGISTRY_DID = "did:web:127.0.0.1%3A8080"
 PUBLIC_URL = "http://127.0.0.1:8080"
 ENDPOINT = "https://agents.acme.example/a2a"
-
-
-async def create_agent(
-    client: httpx.AsyncClient, org_id: str = "acme", name: str = "invoice-bot", **fields: Any
-) -> dict[str, Any]:
-    response = await client.post(
-        f"/v1/orgs/{org_id}/agents", json={"name": name, **fields}, headers=ADMIN
-    )
-    assert response.status_code == 201, response.text
-    agent: dict[str, Any] = response.json()
-    return agent
 
 
 async def generate_key(

@@ -7,20 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN, bearer, create_org, create_org_key
+from tests.conftest import ADMIN, bearer, create_agent, create_org, create_org_key
 
 DISCOVERY = "/v1/discovery/agents"
-
-
-async def create_agent(
-    client: httpx.AsyncClient, org_id: str, name: str, **fields: Any
-) -> dict[str, Any]:
-    response = await client.post(
-        f"/v1/orgs/{org_id}/agents", json={"name": name, **fields}, headers=ADMIN
-    )
-    assert response.status_code == 201, response.text
-    agent: dict[str, Any] = response.json()
-    return agent
 
 
 async def retire(client: httpx.AsyncClient, agent: dict[str, Any], action: str) -> None:
