@@ -84,7 +84,8 @@ async def create_credential(
     )
     secret = None
     if data.auth_method is AuthMethod.CLIENT_SECRET:
-        _refuse_keys_for_secret(data.jwks is not None or data.jwks_uri is not None)
+        if data.jwks is not None or data.jwks_uri is not None:
+            raise InvalidField("body.auth_method", "jwks/jwks_uri need auth_method private_key_jwt")
         secret = _set_new_secret(credential, secret_key)
     else:
         _set_keys(credential, data.jwks, data.jwks_uri, settings)
@@ -277,11 +278,6 @@ def _set_keys(
     else:
         credential.jwks = None
         credential.jwks_uri = validated_jwks_uri(str(jwks_uri), production=settings.is_production)
-
-
-def _refuse_keys_for_secret(keys_given: bool) -> None:
-    if keys_given:
-        raise InvalidField("body.auth_method", "jwks/jwks_uri need auth_method private_key_jwt")
 
 
 def _revoke(credential: ClientCredential, now: datetime) -> None:

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.core.config import Settings
 from tabard.core.context import Actor
-from tabard.core.errors import TabardError
 from tabard.registry import cards, did, keys, policy, service
 from tabard.registry.did_key import InvalidDidKey, did_key_document
 from tabard.registry.errors import (
@@ -53,7 +52,10 @@ async def resolve(
     agent_id = did.agent_id_from_did(settings.public_url, identifier)
     if agent_id is None:
         raise InvalidDid(f"{identifier!r} is neither a DID of this registry nor a did:key")
-    agent = await _live_visible_agent(session, actor, agent_id, not_found=DidNotFound)
+    try:
+        agent = await _live_visible_agent(session, actor, agent_id)
+    except AgentNotFound:
+        raise DidNotFound(f"no DID for agent {agent_id!r}") from None
     document = await _document(session, settings, agent)
     return did.resolution_result(document, metadata=_metadata(agent))
 
@@ -78,20 +80,8 @@ async def signed_card(
     return cards.sign_card(card, material, f"{settings.public_url}/.well-known/jwks.json")
 
 
-async def _live_visible_agent(
-    session: AsyncSession,
-    actor: Actor,
-    agent_id: str,
-    *,
-    not_found: type[TabardError] | None = None,
-) -> Agent:
-    agent = await service.find_agent(session, agent_id)
-    try:
-        agent = policy.require_visible(actor, agent, agent_id)
-    except AgentNotFound:
-        if not_found is None:
-            raise
-        raise not_found(f"no DID for agent {agent_id!r}") from None
+async def _live_visible_agent(session: AsyncSession, actor: Actor, agent_id: str) -> Agent:
+    agent = policy.require_visible(actor, await service.find_agent(session, agent_id), agent_id)
     if agent.status == AgentStatus.DECOMMISSIONED.value:
         raise AgentDecommissioned(
             f"agent {agent_id!r} was decommissioned; its DID is deactivated",

@@ -85,14 +85,6 @@ async def revoke_key(
     return key
 
 
-async def revoke_all_keys(session: AsyncSession, ctx: Context, agent_id: str) -> int:
-    """Revoke every key of an agent (when it is decommissioned); returns how many."""
-    keys = await active_keys(session, agent_id)
-    for key in keys:
-        key.revoked_at = ctx.clock.now()
-    return len(keys)
-
-
 def _key_material(data: AgentKeyCreate) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if (data.jwk is None) == (data.generate is None):
         raise InvalidKey("body", "send exactly one of `jwk` (a public key) or `generate`")
