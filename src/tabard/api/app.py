@@ -38,10 +38,10 @@ from tabard.credentials.routes import router as credentials_router
 from tabard.registry import service as registry_service
 from tabard.registry.routes import public_router as registry_public_router
 from tabard.registry.routes import router as registry_router
+from tabard.signing.routes import public_router as keys_public_router
 from tabard.tenancy import service as tenancy_service
 from tabard.tenancy.authentication import AdminAuthenticator
 from tabard.tenancy.routes import router as tenancy_router
-from tabard.tokens.routes import public_router as keys_public_router
 
 
 def build_runtime(

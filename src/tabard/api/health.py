@@ -15,7 +15,7 @@ from tabard import __version__
 from tabard.core import metrics
 from tabard.core.errors import Unauthenticated
 from tabard.core.runtime import Runtime, RuntimeDep
-from tabard.tokens import keys as signing_keys
+from tabard.signing import service as signing_keys
 
 router = APIRouter(tags=["health"])
 READINESS_TIMEOUT_SECONDS = 2.0

@@ -4,13 +4,6 @@ from __future__ import annotations
 
 from alembic import context
 
-import tabard.audit.models
-import tabard.core.leases
-import tabard.core.outbox
-import tabard.credentials.models
-import tabard.registry.models
-import tabard.tenancy.models
-import tabard.tokens.models  # noqa: F401 - importing the models registers their tables
 from tabard.core.db import Base
 
 config = context.config

@@ -12,7 +12,7 @@ from typing import Any
 import rfc8785
 
 from tabard.registry.models import Agent
-from tabard.tokens.keys import SigningMaterial, sign_detached
+from tabard.signing.service import SigningMaterial, sign_detached
 
 A2A_PROTOCOL_VERSION = "1.0"
 SECURITY_SCHEME = "tabard"

@@ -23,9 +23,9 @@ from tabard.registry.errors import (
 )
 from tabard.registry.models import Agent
 from tabard.registry.schemas import AgentStatus
+from tabard.signing import service as signing_keys
+from tabard.signing.service import SigningMaterial
 from tabard.tenancy import service as tenancy
-from tabard.tokens import keys as signing_keys
-from tabard.tokens.keys import SigningMaterial
 
 
 async def agent_did_document(

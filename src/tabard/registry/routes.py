@@ -23,7 +23,7 @@ from tabard.registry.schemas import (
     AgentUpdate,
     DiscoveryQuery,
 )
-from tabard.tokens import keys as signing_keys
+from tabard.signing import service as signing_keys
 
 router = APIRouter(prefix="/v1/orgs/{org_id}/agents", tags=["agents"])
 # Served to anyone; a caller who authenticates also sees its org's private agents.

@@ -1,1 +1,2 @@
-"""The token service: signing keys and JWKS (this issue), OAuth 2.0 grants and tokens (next)."""
+"""The token service: OAuth 2.0 / OpenID Connect grants, access tokens, DPoP, mTLS binding,
+introspection, revocation and delegation for agents."""

@@ -17,8 +17,8 @@ from tabard.api.app import create_app
 from tabard.core.config import Settings
 from tabard.core.keystore import KeyStore
 from tabard.core.runtime import Runtime
-from tabard.tokens import keys
-from tabard.tokens.models import SigningKey
+from tabard.signing import service as keys
+from tabard.signing.models import SigningKey
 
 _PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
 

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from tabard.core.runtime import RuntimeDep
-from tabard.tokens import keys
+from tabard.signing import service as keys
 
 public_router = APIRouter(tags=["keys"])
 # Verifiers may cache the set briefly; a key stays published long after it stops signing.

@@ -1,4 +1,4 @@
-"""Token-service errors."""
+"""Signing-key errors."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tabard.core.clock import Clock
 from tabard.core.db import Database
 from tabard.core.keystore import KeyStore
-from tabard.tokens.errors import SigningKeyUnavailable
-from tabard.tokens.models import SigningKey
+from tabard.signing.errors import SigningKeyUnavailable
+from tabard.signing.models import SigningKey
 
 DEFAULT_ALGORITHM = "ES256"
 _ACTIVE = "active"

@@ -1,4 +1,4 @@
-"""Token-service tables: Tabard's signing keys."""
+"""Signing-key tables: the registry's keys for tokens, cards and documents."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Tabard's signing keys: generation, sealing at rest, rotation and the published JWKS."""
