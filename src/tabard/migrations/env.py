@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from alembic import context
 
+# Importing the models registers their tables on Base.metadata (autogenerate compares against it).
+import tabard.audit.models
+import tabard.core.leases
+import tabard.core.outbox
+import tabard.credentials.models
+import tabard.registry.models
+import tabard.signing.models
+import tabard.tenancy.models
+import tabard.tokens.models  # noqa: F401
 from tabard.core.db import Base
 
 config = context.config

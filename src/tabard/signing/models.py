@@ -22,7 +22,10 @@ class SigningKey(Base):
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
     sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Retired keys no longer sign but stay published until the last token they signed expires.
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    publish_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         # At most one active key: replicas racing to create the first one cannot both win.
