@@ -35,13 +35,20 @@ from tabard.core.tracing import configure_tracing
 from tabard.credentials import service as credentials_service
 from tabard.credentials.jobs import EXPIRY_GAUGE_JOB, update_expiring_gauge_once
 from tabard.credentials.routes import router as credentials_router
+from tabard.limits.routes import router as limits_router
 from tabard.registry import service as registry_service
 from tabard.registry.routes import public_router as registry_public_router
 from tabard.registry.routes import router as registry_router
+from tabard.signing import service as signing_service
 from tabard.signing.routes import public_router as keys_public_router
 from tabard.tenancy import service as tenancy_service
 from tabard.tenancy.authentication import AdminAuthenticator
 from tabard.tenancy.routes import router as tenancy_router
+from tabard.tokens import revocation
+from tabard.tokens.resource import ResourceAuthenticator
+from tabard.tokens.routes import oauth_router
+from tabard.tokens.routes import router as tokens_router
+from tabard.tokens.service import TokenService
 
 
 def build_runtime(
@@ -86,11 +93,22 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     )
     app.state.runtime = runtime
     app.state.admin_authenticator = AdminAuthenticator(runtime.secret_key, runtime.clock)
+    app.state.token_service = TokenService(runtime)
+    app.state.resource_authenticator = ResourceAuthenticator(app.state.token_service)
     install_problem_handlers(app)
     app.include_router(health_router)
     # Domain routers carry their full /v1 prefix so route templates (metrics, logs) are complete.
-    for domain_router in (tenancy_router, audit_router, registry_router, credentials_router):
+    for domain_router in (
+        tenancy_router,
+        audit_router,
+        registry_router,
+        credentials_router,
+        limits_router,
+        tokens_router,
+    ):
         app.include_router(domain_router, dependencies=[Depends(require_principal)])
+    # OAuth endpoints authenticate clients their own way (RFC 6749 §2.3), not as API principals.
+    app.include_router(oauth_router)
     for public_router in (registry_public_router, keys_public_router):
         app.include_router(public_router, dependencies=[Depends(optional_principal)])
     _wire_domain_hooks()
@@ -110,6 +128,12 @@ def _wire_domain_hooks() -> None:
     """Let higher domains act inside lower domains' transactions (see `core.hooks`)."""
     tenancy_service.before_org_delete.register(registry_service.refuse_org_delete_with_agents)
     registry_service.agent_retired.register(credentials_service.revoke_all_for_agent)
+    # Revocation bites at once: whatever disables an agent, credential, org or key ends its tokens.
+    registry_service.agent_retired.register(revocation.revoke_agent_tokens)
+    registry_service.agent_suspended.register(revocation.revoke_agent_tokens)
+    credentials_service.credential_revoked.register(revocation.revoke_client_tokens)
+    tenancy_service.org_suspended.register(revocation.revoke_org_tokens)
+    signing_service.keys_revoked.register(revocation.revoke_key_tokens)
 
 
 def create_app_from_env() -> FastAPI:

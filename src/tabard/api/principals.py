@@ -1,9 +1,11 @@
-"""Resolve the caller once per request: platform admin or org API key (agents come later)."""
+"""Resolve the caller once per request: platform admin, org API key, or an agent's access token
+(Bearer or DPoP, verified with its proof of possession)."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
+from tabard.core.context import Actor, ActorKind
 from tabard.core.errors import Unauthenticated
 from tabard.core.runtime import get_runtime
 from tabard.tenancy.authentication import (
@@ -12,6 +14,7 @@ from tabard.tenancy.authentication import (
     looks_like_org_key,
     record_key_use,
 )
+from tabard.tokens.resource import ResourceAuthenticator, presented_token
 
 _BEARER = "bearer "
 
@@ -24,9 +27,17 @@ async def optional_principal(request: Request) -> None:
 
 
 async def require_principal(request: Request) -> None:
-    """Authenticate the bearer token and store the actor on `request.state`."""
-    token = _bearer_token(request)
+    """Authenticate the caller and store the actor on `request.state`."""
     runtime = get_runtime(request)
+    presented = presented_token(request, runtime.settings)
+    if presented is not None:
+        authenticator: ResourceAuthenticator = request.app.state.resource_authenticator
+        verified = await authenticator.authenticate(presented)
+        claims = verified.claims
+        request.state.actor = Actor(ActorKind.AGENT, str(claims["sub"]), str(claims["org"]))
+        request.state.token_claims = claims
+        return
+    token = _bearer_token(request)
     admin: AdminAuthenticator = request.app.state.admin_authenticator
     stale = False
     async with runtime.database.read_only() as session:
@@ -45,5 +56,8 @@ async def require_principal(request: Request) -> None:
 def _bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith(_BEARER) or not header[len(_BEARER) :].strip():
-        raise Unauthenticated("send 'Authorization: Bearer <org key or admin secret>'")
+        raise Unauthenticated(
+            "send 'Authorization: Bearer <org key, admin secret or access token>' "
+            "(or 'DPoP <access token>' with a DPoP proof)"
+        )
     return header[len(_BEARER) :].strip()

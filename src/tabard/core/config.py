@@ -5,6 +5,7 @@ Built once by `load_settings()` and passed down; nothing else reads the environm
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -64,12 +65,84 @@ class Settings(BaseSettings):
     log_format: str = "json"
     log_level: str = "info"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Token service: access-token lifetime (orgs may choose their own within
+    # [60, access_token_max_lifetime_seconds]), delegation depth, DPoP and mTLS binding.
+    access_token_lifetime_seconds: int = Field(default=900, ge=60, le=86400)
+    delegation_max_depth: int = Field(default=3, ge=1, le=10)
+    dpop_nonce_required: bool = False
+    # A client certificate forwarded by a TLS-terminating proxy (URL-encoded PEM, as nginx's
+    # $ssl_client_escaped_cert), believed only from these proxy addresses (IPs or CIDRs).
+    mtls_client_cert_header: str = ""
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How long a replica trusts its revocation cache before catching up with the database.
+    revocation_sync_seconds: float = Field(default=5, gt=0, le=300)
     # Agents an org may hold (not decommissioned) by tier; null means unlimited.
     # JSON, e.g. {"free": 25}; tiers left out keep their defaults.
     tier_agent_limits: dict[str, int | None] = Field(
         default_factory=lambda: dict(DEFAULT_TIER_AGENT_LIMITS)
     )
     credential_expiry_check_interval_seconds: float = Field(default=60, gt=0)
+    # Rate limits (GCRA): a sustained rate per second and how many requests may come at once.
+    # A rate of 0 turns the limit off. Token endpoint: per client; API: per principal.
+    token_rate_limit_per_second: float = Field(default=10, ge=0)
+    token_rate_limit_burst: int = Field(default=20, ge=1)
+    api_rate_limit_per_second: float = Field(default=50, ge=0)
+    api_rate_limit_burst: int = Field(default=100, ge=1)
+    # Quotas per org by tier, counted per UTC day and month; null means unlimited. JSON, e.g.
+    # {"free": {"tokens_per_day": 5000}}; tiers and limits left out keep their defaults.
+    tier_quotas: dict[str, dict[str, int | None]] = Field(
+        # A plain default, not a factory: pydantic copies it for each instance.
+        default={
+            "free": {
+                "api_calls_per_day": 10_000,
+                "tokens_per_day": 2_000,
+                "tokens_per_month": 50_000,
+            },
+            "pro": {
+                "api_calls_per_day": 1_000_000,
+                "tokens_per_day": 200_000,
+                "tokens_per_month": 5_000_000,
+            },
+            "enterprise": {
+                "api_calls_per_day": None,
+                "tokens_per_day": None,
+                "tokens_per_month": None,
+            },
+        }
+    )
+
+    @field_validator("tier_quotas")
+    @classmethod
+    def _tier_quotas(
+        cls, value: dict[str, dict[str, int | None]]
+    ) -> dict[str, dict[str, int | None]]:
+        defaults: dict[str, dict[str, int | None]] = cls.model_fields["tier_quotas"].get_default()
+        names = set(defaults["free"])
+        merged = {tier: dict(limits) for tier, limits in defaults.items()}
+        for tier, limits in value.items():
+            unknown = sorted(set(limits) - names)
+            if unknown:
+                raise ValueError(f"unknown limit {unknown} for tier {tier!r}; use {sorted(names)}")
+            if any(limit is not None and limit < 0 for limit in limits.values()):
+                raise ValueError(f"limits must be >= 0 or null (unlimited); check {tier!r}")
+            merged.setdefault(tier, dict.fromkeys(names)).update(limits)
+        return merged
+
+    # Signing keys: the algorithm of new keys, scheduled rotation (0 = never), and the longest
+    # access-token lifetime, which is how long a retired key stays in the JWKS (plus leeway).
+    signing_algorithm: str = "ES256"
+    key_rotation_days: int = Field(default=90, ge=0, le=3650)
+    access_token_max_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
+
+    @field_validator("signing_algorithm")
+    @classmethod
+    def _signing_algorithm(cls, value: str) -> str:
+        # JOSE names; `EdDSA` is the older name of Ed25519 (RFC 9864 §2).
+        names = {"es256": "ES256", "ed25519": "Ed25519", "eddsa": "Ed25519", "rs256": "RS256"}
+        if value.strip().lower() not in names:
+            raise ValueError(f"unsupported value {value!r} (ES256|Ed25519|EdDSA|RS256)")
+        return names[value.strip().lower()]
+
     audit_verify_interval_seconds: float = Field(default=300, gt=0)
     shutdown_grace_seconds: float = Field(default=30, gt=0)
 
@@ -111,11 +184,18 @@ class Settings(BaseSettings):
             raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
         return value.rstrip("/")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _cors_origins(cls, value: Any) -> Any:
+    def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
         return value
 
     @field_validator("database_url")

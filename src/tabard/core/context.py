@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tabard.core.clock import Clock
+from tabard.core.kv import KeyValueStore
 
 
 class ActorKind(StrEnum):
     PLATFORM_ADMIN = "platform_admin"
     ORG_KEY = "org_key"
+    AGENT = "agent"
     SYSTEM = "system"
     ANONYMOUS = "anonymous"
 
@@ -34,8 +36,10 @@ ANONYMOUS = Actor(ActorKind.ANONYMOUS)
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """The acting principal, the request id to trace by, and the clock to read time from."""
+    """The acting principal, the request id to trace by, the clock to read time from, and the
+    shared kv store (hooks that must reach every replica at once, like revocations, write it)."""
 
     actor: Actor
     clock: Clock
     request_id: str | None = None
+    kv: KeyValueStore | None = None

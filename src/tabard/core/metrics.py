@@ -58,3 +58,38 @@ CREDENTIALS_EXPIRING_SOON = Gauge(
     "Active client credentials that expire within 7 days.",
     registry=REGISTRY,
 )
+TOKENS_ISSUED = Counter(
+    "tabard_tokens_issued_total",
+    "Access tokens issued, by grant type (client_credentials, token_exchange).",
+    ["grant_type"],
+    registry=REGISTRY,
+)
+TOKEN_REQUESTS_DENIED = Counter(
+    "tabard_token_requests_denied_total",
+    "Token requests refused, by OAuth error code.",
+    ["error"],
+    registry=REGISTRY,
+)
+DELEGATION_CHAINS_CREATED = Counter(
+    "tabard_delegation_chains_created_total",
+    "Delegation chains started by a token exchange (RFC 8693).",
+    registry=REGISTRY,
+)
+TOKENS_REVOKED = Counter(
+    "tabard_tokens_revoked_total",
+    "Revocations recorded, by kind (jti, chain, agent, client, org, kid).",
+    ["kind"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_HITS = Counter(
+    "tabard_rate_limit_hits_total",
+    "Requests refused by a rate limit, by limit (token_endpoint, api).",
+    ["limit"],
+    registry=REGISTRY,
+)
+TIER_LIMIT_REJECTIONS = Counter(
+    "tabard_tier_limit_rejections_total",
+    "Requests refused by a tier quota, by limit (api_calls_per_day, tokens_per_day, ...).",
+    ["limit"],
+    registry=REGISTRY,
+)

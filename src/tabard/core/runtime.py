@@ -49,6 +49,7 @@ def get_context(request: Request) -> Context:
         actor=get_actor(request),
         clock=runtime.clock,
         request_id=getattr(request.state, "request_id", None),
+        kv=runtime.kv,
     )
 
 

@@ -26,6 +26,7 @@ class ClientAuthenticationFailed(Unauthenticated):
     code = "INVALID_CLIENT"
     title = "Client authentication failed"
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, org_id: str | None = None) -> None:
         super().__init__("client authentication failed")
         self.reason = reason
+        self.org_id = org_id

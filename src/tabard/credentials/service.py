@@ -9,6 +9,7 @@ and outbox events in that session.
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from tabard.core.clock import Clock
 from tabard.core.config import Settings
 from tabard.core.context import Context
 from tabard.core.errors import InvalidField
+from tabard.core.hooks import Hook
 from tabard.core.hashing import keyed_digest
 from tabard.core.ids import CLIENT_SECRET_PREFIX, new_client_id, new_id, new_secret
 from tabard.credentials.errors import (
@@ -40,6 +42,17 @@ from tabard.credentials.schemas import (
 )
 from tabard.registry import service as registry
 from tabard.registry.schemas import AgentStatus
+
+@dataclass(frozen=True, slots=True)
+class CredentialRef:
+    """What other domains learn about a credential that stops working."""
+
+    client_id: str
+    org_id: str
+
+
+# The token service kills the tokens issued to a revoked credential here, in the same transaction.
+credential_revoked: Hook[CredentialRef] = Hook("credentials.credential_revoked")
 
 SECRET_DISPLAY_PREFIX_LENGTH = 12
 EXPIRING_SOON = timedelta(days=7)
@@ -178,6 +191,7 @@ async def revoke_credential(
     credential = await _active_credential(session, org_id, agent_id, credential_id)
     _revoke(credential, ctx.clock.now())
     await _changed(session, ctx, "credential.revoked", credential, reason="revoked")
+    await credential_revoked.run(session, ctx, CredentialRef(credential.client_id, org_id))
     return credential
 
 
@@ -195,6 +209,9 @@ async def revoke_all_for_agent(
         await _changed(
             session, ctx, "credential.revoked", credential, reason="agent_decommissioned"
         )
+        await credential_revoked.run(
+            session, ctx, CredentialRef(credential.client_id, credential.org_id)
+        )
 
 
 async def authenticate_secret(
@@ -208,9 +225,27 @@ async def authenticate_secret(
         raise ClientAuthenticationFailed("unknown_client")
     now = clock.now()
     if not _secret_matches(credential, keyed_digest(secret_key, secret), now):
-        raise ClientAuthenticationFailed("secret_mismatch")
+        raise ClientAuthenticationFailed("secret_mismatch", credential.org_id)
     await _check_usable(session, credential, now)
     return credential
+
+
+async def authenticate_key_holder(
+    session: AsyncSession, client_id: str, clock: Clock
+) -> ClientCredential:
+    """The usable `private_key_jwt` credential `client_id`, whose keys must then verify the
+    client's assertion; else `ClientAuthenticationFailed` with the reason."""
+    statement = select(ClientCredential).where(ClientCredential.client_id == client_id)
+    credential = (await session.execute(statement)).scalar_one_or_none()
+    if credential is None or credential.auth_method != AuthMethod.PRIVATE_KEY_JWT.value:
+        raise ClientAuthenticationFailed("unknown_client")
+    await _check_usable(session, credential, clock.now())
+    return credential
+
+
+async def find_by_client_id(session: AsyncSession, client_id: str) -> ClientCredential | None:
+    statement = select(ClientCredential).where(ClientCredential.client_id == client_id)
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def record_use(session: AsyncSession, credential_id: str, clock: Clock) -> None:
@@ -240,13 +275,14 @@ async def _active_credential(
 
 
 async def _check_usable(session: AsyncSession, credential: ClientCredential, now: datetime) -> None:
+    org_id = credential.org_id
     if credential.status != _ACTIVE:
-        raise ClientAuthenticationFailed("credential_revoked")
+        raise ClientAuthenticationFailed("credential_revoked", org_id)
     if credential.expires_at is not None and credential.expires_at <= now:
-        raise ClientAuthenticationFailed("credential_expired")
+        raise ClientAuthenticationFailed("credential_expired", org_id)
     agent = await registry.get_agent(session, credential.org_id, credential.agent_id)
     if agent.status != AgentStatus.ACTIVE.value:
-        raise ClientAuthenticationFailed(f"agent_{agent.status}")
+        raise ClientAuthenticationFailed(f"agent_{agent.status}", org_id)
 
 
 def _secret_matches(credential: ClientCredential, digest: str, now: datetime) -> bool:

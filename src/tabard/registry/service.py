@@ -47,6 +47,8 @@ class AgentRef:
 # Domains holding per-agent state (credentials; later tokens and certificates) revoke it here,
 # in the same transaction that decommissions the agent.
 agent_retired: Hook[AgentRef] = Hook("registry.agent_retired")
+# Domains holding live grants of an agent (the token service) end them here on suspension.
+agent_suspended: Hook[AgentRef] = Hook("registry.agent_suspended")
 
 DidFactory = Callable[[str], str]
 _LIVE = (AgentStatus.ACTIVE.value, AgentStatus.SUSPENDED.value)
@@ -148,6 +150,8 @@ async def set_status(
     agent.updated_at = ctx.clock.now()
     if target is AgentStatus.DECOMMISSIONED:
         await _retire(session, ctx, agent)
+    elif target is AgentStatus.SUSPENDED:
+        await agent_suspended.run(session, ctx, AgentRef(agent.id, agent.org_id))
     await record_change(session, ctx, _EVENTS[target], agent, {"status": target.value})
     return agent
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tabard.core.context import Actor
+from tabard.core.context import Actor, ActorKind
 from tabard.tenancy.errors import NotPermitted, OrgNotFound
 
 
@@ -12,8 +12,11 @@ def require_platform_admin(actor: Actor) -> None:
 
 
 def require_org_access(actor: Actor, org_id: str) -> None:
-    """Platform admin, or a principal of that very org. Other tenants get 404, not 403."""
+    """Platform admin, or an API key of that very org. Other tenants get 404, not 403; the org's
+    own agents (access tokens) get 403: they act for themselves, not for their org."""
     if actor.is_platform_admin:
         return
     if actor.org_id != org_id:
         raise OrgNotFound(f"no organization {org_id!r}")
+    if actor.kind is not ActorKind.ORG_KEY:
+        raise NotPermitted("an agent's access token cannot manage its organization; use an org key")

@@ -28,6 +28,8 @@ KEY_DISPLAY_PREFIX_LENGTH = 12
 
 # Domains that own an org's resources veto its deletion here (the registry, while agents remain).
 before_org_delete: Hook[str] = Hook("tenancy.before_org_delete")
+# Domains holding live grants of the org's agents (the token service) end them here.
+org_suspended: Hook[str] = Hook("tenancy.org_suspended")
 
 
 async def _changed(
@@ -111,6 +113,8 @@ async def set_org_status(
     org.updated_at = ctx.clock.now()
     action = "org.suspended" if status is OrgStatus.SUSPENDED else "org.reactivated"
     await _changed(session, ctx, action, org.id, {"status": status.value})
+    if status is OrgStatus.SUSPENDED:
+        await org_suspended.run(session, ctx, org.id)
     return org
 
 

@@ -1,0 +1,249 @@
+"""Token revocation that bites at once, on every replica (RFC 7009 for the endpoint's part).
+
+A revocation is a row (`kind`, `value`): one token (`jti`), a delegation chain, everything issued
+before a moment to an agent, a credential (`client`), an org, or under a signing key (`kid`). The
+database is the record, so losing the kv store never revives a token; the kv store is the fast
+path every verification reads in one round trip. Writers put the kv entry before their
+transaction commits, so no replica can see the commit without the entry. A replica catches up
+from the database whenever its `rev:fresh` marker has lapsed (every `revocation_sync_seconds`)
+or the kv store was emptied, which also repairs entries written by processes that could not
+reach this kv store (the CLI against an in-process store).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tabard.audit import service as audit
+from tabard.core import outbox
+from tabard.core.clock import Clock
+from tabard.core.context import Context
+from tabard.core.db import Database
+from tabard.core.kv import KeyValueStore
+from tabard.tokens.models import TokenRevocation
+
+_FRESH = "rev:fresh"
+_SYNCED_AT = "rev:synced_at"
+# Rows committed by slow transactions may carry a created_at older than the last sync.
+_SYNC_OVERLAP = timedelta(seconds=60)
+
+
+class RevocationKind(StrEnum):
+    JTI = "jti"
+    CHAIN = "chain"
+    AGENT = "agent"
+    CLIENT = "client"
+    ORG = "org"
+    KID = "kid"
+
+
+# These kinds kill everything issued before the revocation; the others name exact tokens.
+_BY_TIME = frozenset({RevocationKind.AGENT, RevocationKind.CLIENT, RevocationKind.ORG})
+
+
+def _key(kind: str, value: str) -> str:
+    return f"rev:{kind}:{value}"
+
+
+async def revoke(
+    session: AsyncSession,
+    ctx: Context,
+    kind: RevocationKind,
+    value: str,
+    *,
+    org_id: str | None,
+    expires_at: datetime,
+    reason: str,
+) -> bool:
+    """Revoke (`kind`, `value`) until `expires_at`; False when it was already revoked for good.
+
+    Time-based kinds move their cut-off to now on every call (a reactivated agent revoked again).
+    The audit event and the outbox event are written in the caller's transaction.
+    """
+    now = ctx.clock.now()
+    row = await session.get(TokenRevocation, (kind.value, value))
+    if row is not None and kind not in _BY_TIME:
+        return False
+    if ctx.kv is not None:  # before the commit: no replica may see the row without the entry
+        ttl = max(1.0, (expires_at - now).total_seconds())
+        await ctx.kv.set(_key(kind, value), _cutoff(now, kind), ttl_seconds=ttl)
+    if row is None:
+        session.add(
+            TokenRevocation(
+                kind=kind.value,
+                value=value,
+                org_id=org_id,
+                revoked_before=now,
+                expires_at=expires_at,
+                reason=reason,
+                created_at=now,
+            )
+        )
+    else:
+        row.revoked_before, row.reason, row.created_at = now, reason, now
+        row.expires_at = max(row.expires_at, expires_at)
+    details = {"kind": kind.value, "value": value, "reason": reason}
+    await audit.record(
+        session, ctx, action="token.revoked", org_id=org_id, target=value, details=details
+    )
+    await outbox.emit(
+        session, ctx.clock, type="token.revoked", org_id=org_id, subject=value, data=details
+    )
+    return True
+
+
+async def list_revocations(
+    session: AsyncSession, org_id: str, now: datetime
+) -> list[TokenRevocation]:
+    """The org's revocations that still matter (newest first)."""
+    statement = (
+        select(TokenRevocation)
+        .where(TokenRevocation.org_id == org_id, TokenRevocation.expires_at > now)
+        .order_by(TokenRevocation.created_at.desc())
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+# Time-based revocations matter until every token issued before them has expired: no access
+# token lives longer than a day (the bound of the lifetime settings), plus verification leeway.
+LONGEST_TOKEN_LIFETIME = timedelta(days=1, minutes=1)
+
+
+async def revoke_agent_tokens(session: AsyncSession, ctx: Context, agent: Any) -> None:
+    """`registry.agent_suspended` / `agent_retired` handler: the agent's live tokens die."""
+    await revoke(
+        session,
+        ctx,
+        RevocationKind.AGENT,
+        agent.id,
+        org_id=agent.org_id,
+        expires_at=ctx.clock.now() + LONGEST_TOKEN_LIFETIME,
+        reason="agent_disabled",
+    )
+
+
+async def revoke_client_tokens(session: AsyncSession, ctx: Context, credential: Any) -> None:
+    """`credentials.credential_revoked` handler: tokens issued to the credential die."""
+    await revoke(
+        session,
+        ctx,
+        RevocationKind.CLIENT,
+        credential.client_id,
+        org_id=credential.org_id,
+        expires_at=ctx.clock.now() + LONGEST_TOKEN_LIFETIME,
+        reason="credential_revoked",
+    )
+
+
+async def revoke_org_tokens(session: AsyncSession, ctx: Context, org_id: str) -> None:
+    """`tenancy.org_suspended` handler: every token of the org's agents dies."""
+    await revoke(
+        session,
+        ctx,
+        RevocationKind.ORG,
+        org_id,
+        org_id=org_id,
+        expires_at=ctx.clock.now() + LONGEST_TOKEN_LIFETIME,
+        reason="org_suspended",
+    )
+
+
+async def revoke_key_tokens(session: AsyncSession, ctx: Context, kids: list[str]) -> None:
+    """`signing.keys_revoked` handler: tokens signed by an emergency-revoked key die."""
+    for kid in kids:
+        await revoke(
+            session,
+            ctx,
+            RevocationKind.KID,
+            kid,
+            org_id=None,
+            expires_at=ctx.clock.now() + LONGEST_TOKEN_LIFETIME,
+            reason="signing_key_revoked",
+        )
+
+
+def _cutoff(now: datetime, kind: RevocationKind) -> bytes:
+    # Token `iat` is whole seconds: round up so a token issued in the same second is caught.
+    return str(math.ceil(now.timestamp()) if kind in _BY_TIME else 0).encode()
+
+
+class RevocationList:
+    """Answers "is this token revoked?" from the kv store, catching up from the database."""
+
+    def __init__(
+        self, database: Database, kv: KeyValueStore, clock: Clock, sync_seconds: float
+    ) -> None:
+        self._database = database
+        self._kv = kv
+        self._clock = clock
+        self._sync_seconds = sync_seconds
+
+    async def revoked_by(self, claims: Mapping[str, Any], kid: str) -> str | None:
+        """The kind of revocation that kills this token, or None when it is live."""
+        candidates = list(_candidates(claims, kid))
+        keys = [_key(kind, value) for kind, value in candidates]
+        values = await self._kv.get_many([_FRESH, *keys])
+        if values[0] is None:
+            await self.sync()
+            values = [b"1", *await self._kv.get_many(keys)]
+        issued_at = float(claims.get("iat", 0))
+        for (kind, _), value in zip(candidates, values[1:], strict=True):
+            if value is not None and (kind not in _BY_TIME or issued_at < float(value)):
+                return kind.value
+        return None
+
+    async def sync(self) -> None:
+        """Copy the live revocations created since the last sync (all of them after a kv loss)."""
+        now = self._clock.now()
+        synced_at = await self._kv.get(_SYNCED_AT)
+        statement = select(TokenRevocation).where(TokenRevocation.expires_at > now)
+        if synced_at is not None:
+            since = datetime.fromtimestamp(float(synced_at), tz=now.tzinfo) - _SYNC_OVERLAP
+            statement = statement.where(TokenRevocation.created_at >= since)
+        async with self._database.read_only() as session:
+            rows = list((await session.execute(statement)).scalars())
+        for row in rows:
+            ttl = max(1.0, (row.expires_at - now).total_seconds())
+            kind = RevocationKind(row.kind)
+            await self._kv.set(_key(kind, row.value), _cutoff(row.revoked_before, kind), ttl)
+        await self._kv.set(_SYNCED_AT, str(now.timestamp()).encode())
+        await self._kv.set(_FRESH, b"1", ttl_seconds=self._sync_seconds)
+
+
+def _candidates(claims: Mapping[str, Any], kid: str) -> Iterable[tuple[RevocationKind, str]]:
+    yield RevocationKind.JTI, str(claims.get("jti", ""))
+    yield RevocationKind.KID, kid
+    yield RevocationKind.AGENT, str(claims.get("sub", ""))
+    yield RevocationKind.CLIENT, str(claims.get("client_id", ""))
+    yield RevocationKind.ORG, str(claims.get("org", ""))
+    chain = claims.get("chain_id")
+    if isinstance(chain, str):
+        yield RevocationKind.CHAIN, chain
+    for ancestor in _strings(claims.get("derived_from")):
+        yield RevocationKind.JTI, ancestor
+    for actor in actor_ids(claims):
+        yield RevocationKind.AGENT, actor
+
+
+def actor_ids(claims: Mapping[str, Any]) -> list[str]:
+    """The `sub` of every actor in the nested `act` claim (RFC 8693 §4.1), newest first."""
+    actors: list[str] = []
+    act = claims.get("act")
+    while isinstance(act, Mapping) and len(actors) < 32:
+        if isinstance(act.get("sub"), str):
+            actors.append(act["sub"])
+        act = act.get("act")
+    return actors
+
+
+def _strings(value: object) -> Sequence[str]:
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []

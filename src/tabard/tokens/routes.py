@@ -1,0 +1,274 @@
+"""HTTP face of the token service.
+
+`oauth_router` speaks OAuth: form-encoded requests, RFC 6749 §5.2 errors, its own client
+authentication (so it is mounted without the API's principal dependency). `router` holds the
+org-facing REST routes (token settings, revocations), problem+json like every other route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tabard.core.context import Context
+from tabard.core.errors import NotFound
+from tabard.core.runtime import ActorDep, ContextDep, RuntimeDep, get_runtime
+from tabard.credentials import service as credentials
+from tabard.registry import service as registry
+from tabard.tenancy import policy as tenancy_policy
+from tabard.tenancy.authentication import authenticate_org_key, looks_like_org_key
+from tabard.tenancy.errors import InvalidCredentials, OrgSuspended
+from tabard.tokens import discovery, org_settings
+from tabard.tokens.caller import TokenRequest
+from tabard.tokens.errors import (
+    InsufficientScope,
+    InvalidClient,
+    InvalidRequest,
+    InvalidToken,
+    OAuthError,
+)
+from tabard.tokens.introspection import Requester, introspect, revoke_presented
+from tabard.tokens.models import DelegationChain
+from tabard.tokens.mtls import certificate_thumbprint
+from tabard.tokens.resource import ResourceAuthenticator, presented_token
+from tabard.tokens.revocation import (
+    LONGEST_TOKEN_LIFETIME,
+    RevocationKind,
+    list_revocations,
+    revoke,
+)
+from tabard.tokens.schemas import (
+    RevocationCreate,
+    RevocationOut,
+    RevocationTarget,
+    TokenSettingsOut,
+    TokenSettingsUpdate,
+)
+from tabard.tokens.service import TokenService
+
+oauth_router = APIRouter(tags=["oauth"])
+router = APIRouter(tags=["tokens"])
+
+_FORM = "application/x-www-form-urlencoded"
+_MAX_FORM_BYTES = 64 * 1024
+_MULTI_VALUED = ("resource", "audience")
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_METADATA_CACHE = {"Cache-Control": "public, max-age=3600"}
+
+
+def token_service(request: Request) -> TokenService:
+    service: TokenService = request.app.state.token_service
+    return service
+
+
+def resource_authenticator(request: Request) -> ResourceAuthenticator:
+    authenticator: ResourceAuthenticator = request.app.state.resource_authenticator
+    return authenticator
+
+
+def oauth_error(exc: OAuthError) -> JSONResponse:
+    """RFC 6749 §5.2: `{"error", "error_description"}`, never cached."""
+    body = {"error": exc.error, "error_description": exc.description}
+    return JSONResponse(body, status_code=exc.status, headers={**_NO_STORE, **exc.headers})
+
+
+async def _token_request(request: Request) -> TokenRequest:
+    """The form of an OAuth request: single-valued parameters (RFC 6749 §3.2) plus the
+    repeatable `resource` (RFC 8707) and `audience` (RFC 8693)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != _FORM:
+        raise InvalidRequest(f"the request body must be {_FORM}")
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        raise InvalidRequest("the request body is too large")
+    try:
+        pairs = parse_qsl(body.decode(), keep_blank_values=False, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the request body is not UTF-8") from None
+    params: dict[str, str] = {}
+    multi: dict[str, list[str]] = {name: [] for name in _MULTI_VALUED}
+    for name, value in pairs:
+        if name in multi:
+            multi[name].append(value)
+        elif name in params:
+            raise InvalidRequest(f"parameter {name!r} is repeated")
+        else:
+            params[name] = value
+    runtime = get_runtime(request)
+    return TokenRequest(
+        params=params,
+        resources=multi["resource"],
+        audiences=multi["audience"],
+        authorization=request.headers.get("authorization"),
+        dpop_proofs=request.headers.getlist("dpop"),
+        certificate_thumbprint=certificate_thumbprint(
+            request.scope, request.headers, runtime.settings
+        ),
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+@oauth_router.post("/oauth2/token")
+async def token(request: Request) -> Response:
+    """RFC 6749 §3.2: client credentials (§4.4) and token exchange (RFC 8693)."""
+    try:
+        issued = await token_service(request).token(await _token_request(request))
+    except OAuthError as exc:
+        return oauth_error(exc)
+    return JSONResponse(issued.body, headers={**_NO_STORE, **issued.headers})
+
+
+@oauth_router.post("/oauth2/introspect")
+async def introspect_token(request: Request) -> Response:
+    """RFC 7662: is this token active, and what does it say?"""
+    try:
+        form = await _token_request(request)
+        requester = await _requester(request, form)
+        answer = await introspect(token_service(request), requester, _required_token(form))
+    except OAuthError as exc:
+        return oauth_error(exc)
+    return JSONResponse(answer, headers=_NO_STORE)
+
+
+@oauth_router.post("/oauth2/revoke")
+async def revoke_token(request: Request, ctx: ContextDep) -> Response:
+    """RFC 7009: revoke a token; unknown, invalid or expired tokens are a success too."""
+    try:
+        form = await _token_request(request)
+        requester = await _requester(request, form)
+        await revoke_presented(token_service(request), requester, _required_token(form), ctx)
+    except OAuthError as exc:
+        return oauth_error(exc)
+    return Response(status_code=200, headers=_NO_STORE)
+
+
+@oauth_router.api_route("/oauth2/userinfo", methods=["GET", "POST"])
+async def userinfo(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    """OIDC Core §5.3: the profile of the agent the access token speaks for."""
+    presented = presented_token(request, runtime.settings)
+    if presented is None:
+        raise InvalidToken("send an access token: Authorization: Bearer|DPoP <token>")
+    verified = await resource_authenticator(request).authenticate(presented)
+    claims = verified.claims
+    if "openid" not in str(claims.get("scope", "")).split():
+        raise InsufficientScope("userinfo needs a token with the openid scope", scope="openid")
+    return await token_service(request).userinfo(claims)
+
+
+@oauth_router.get("/.well-known/oauth-authorization-server")
+@oauth_router.get("/.well-known/openid-configuration")
+async def server_metadata(request: Request, runtime: RuntimeDep) -> Response:
+    """RFC 8414 §3 / OIDC Discovery §4: how to talk to this authorization server."""
+    algorithms = sorted(token_service(request).dpop.algorithms)
+    document = discovery.metadata(runtime.settings.public_url, algorithms)
+    return JSONResponse(document, headers=_METADATA_CACHE)
+
+
+def _required_token(form: TokenRequest) -> str:
+    value = form.params.get("token")
+    if not value:
+        raise InvalidRequest("the token parameter is required")
+    return value
+
+
+async def _requester(request: Request, form: TokenRequest) -> Requester:
+    """A client (token-endpoint authentication), else an org key or the admin (Bearer)."""
+    authorization = form.authorization or ""
+    if authorization[:7].lower() == "bearer ":
+        return await _api_key_requester(request, authorization[7:].strip())
+    caller = await token_service(request).authenticate_client(form)
+    return Requester(
+        org_id=caller.client.org_id,
+        client_id=caller.client.client_id,
+        agent_id=caller.agent.id,
+        agent_did=caller.agent.did,
+    )
+
+
+async def _api_key_requester(request: Request, secret: str) -> Requester:
+    runtime = get_runtime(request)
+    try:
+        async with runtime.database.read_only() as session:
+            if looks_like_org_key(secret):
+                actor, _ = await authenticate_org_key(
+                    session, runtime.secret_key, secret, runtime.clock
+                )
+                return Requester(org_id=actor.org_id)
+            await request.app.state.admin_authenticator.authenticate(session, secret)
+            return Requester(org_id=None)
+    except (InvalidCredentials, OrgSuspended):
+        raise InvalidClient("the bearer credential is not valid", reason="bad_api_key") from None
+
+
+# Org-facing REST routes ---------------------------------------------------------------------
+
+
+@router.get("/v1/orgs/{org_id}/token-settings")
+async def get_token_settings(org_id: str, actor: ActorDep, runtime: RuntimeDep) -> TokenSettingsOut:
+    tenancy_policy.require_org_access(actor, org_id)
+    async with runtime.database.read_only() as session:
+        policy = await org_settings.policy_for(session, runtime.settings, org_id)
+    return TokenSettingsOut(
+        access_token_lifetime_seconds=policy.access_token_lifetime_seconds,
+        require_dpop=policy.require_dpop,
+    )
+
+
+@router.patch("/v1/orgs/{org_id}/token-settings")
+async def update_token_settings(
+    org_id: str, body: TokenSettingsUpdate, ctx: ContextDep, runtime: RuntimeDep
+) -> TokenSettingsOut:
+    tenancy_policy.require_org_access(ctx.actor, org_id)
+    async with runtime.database.unit_of_work() as session:
+        policy = await org_settings.update_policy(session, ctx, runtime.settings, org_id, body)
+    return TokenSettingsOut(
+        access_token_lifetime_seconds=policy.access_token_lifetime_seconds,
+        require_dpop=policy.require_dpop,
+    )
+
+
+@router.post("/v1/orgs/{org_id}/token-revocations", status_code=201)
+async def create_revocation(
+    org_id: str, body: RevocationCreate, ctx: ContextDep, runtime: RuntimeDep
+) -> RevocationOut:
+    """Revoke every live token of an agent, a credential or a delegation chain of this org."""
+    tenancy_policy.require_org_access(ctx.actor, org_id)
+    async with runtime.database.unit_of_work() as session:
+        kind, expires_at = await _revocation_target(session, ctx, org_id, body)
+        await revoke(
+            session, ctx, kind, body.value, org_id=org_id, expires_at=expires_at, reason=body.reason
+        )
+        rows = await list_revocations(session, org_id, ctx.clock.now())
+    row = next(row for row in rows if row.kind == kind.value and row.value == body.value)
+    return RevocationOut.model_validate(row)
+
+
+@router.get("/v1/orgs/{org_id}/token-revocations")
+async def get_revocations(org_id: str, actor: ActorDep, runtime: RuntimeDep) -> list[RevocationOut]:
+    tenancy_policy.require_org_access(actor, org_id)
+    async with runtime.database.read_only() as session:
+        rows = await list_revocations(session, org_id, runtime.clock.now())
+    return [RevocationOut.model_validate(row) for row in rows]
+
+
+async def _revocation_target(
+    session: AsyncSession, ctx: Context, org_id: str, body: RevocationCreate
+) -> tuple[RevocationKind, Any]:
+    """The kind to record and until when; 404 unless the target belongs to this org."""
+    now = ctx.clock.now()
+    if body.kind is RevocationTarget.AGENT:
+        await registry.get_agent(session, org_id, body.value)
+        return RevocationKind.AGENT, now + LONGEST_TOKEN_LIFETIME
+    if body.kind is RevocationTarget.CLIENT:
+        credential = await credentials.find_by_client_id(session, body.value)
+        if credential is None or credential.org_id != org_id:
+            raise NotFound(f"no client {body.value!r}")
+        return RevocationKind.CLIENT, now + LONGEST_TOKEN_LIFETIME
+    chain = await session.get(DelegationChain, body.value)
+    if chain is None or chain.org_id != org_id:
+        raise NotFound(f"no delegation chain {body.value!r}")
+    return RevocationKind.CHAIN, max(chain.expires_at, now) + LONGEST_TOKEN_LIFETIME

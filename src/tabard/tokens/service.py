@@ -1,0 +1,303 @@
+"""The token service: one object per process holding what the token endpoint, introspection,
+revocation and API authentication share (key cache, revocation list, DPoP verifier).
+
+Routes parse HTTP; this module decides. Denials of client authentication are audited with their
+exact reason; issued tokens are audited (`token.issued`) before the response leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabard.audit import service as audit
+from tabard.core.context import ANONYMOUS, Actor, ActorKind, Context
+from tabard.core.metrics import DELEGATION_CHAINS_CREATED, TOKEN_REQUESTS_DENIED, TOKENS_ISSUED
+from tabard.core.runtime import Runtime
+from tabard.limits import service as limits
+from tabard.limits.schemas import QuotaKind
+from tabard.registry import service as registry
+from tabard.registry.errors import AgentNotFound
+from tabard.signing import service as signing
+from tabard.tenancy import service as tenancy
+from tabard.tenancy.schemas import OrgStatus
+from tabard.tokens import org_settings
+from tabard.tokens.access_tokens import (
+    ACCESS_TOKEN_TYPE,
+    ID_TOKEN_TYPE,
+    TOKEN_TYPE_ACCESS_TOKEN,
+    Grant,
+    access_token_claims,
+    encode_jwt,
+    id_token_claims,
+)
+from tabard.tokens.caller import AgentFacts, Caller, TokenRequest
+from tabard.tokens.client_auth import (
+    ClientAuthentication,
+    ClientAuthenticator,
+    presented_authentication,
+)
+from tabard.tokens.dpop import DpopError, DpopVerifier, UseDpopNonce
+from tabard.tokens.errors import (
+    InvalidClient,
+    InvalidDpopProofError,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    OAuthError,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    UseDpopNonceError,
+)
+from tabard.tokens.grants import client_credentials, token_exchange
+from tabard.tokens.models import DelegationChain
+from tabard.tokens.revocation import LONGEST_TOKEN_LIFETIME, RevocationList
+from tabard.tokens.verification import AccessTokenVerifier
+
+# Refusals an operator wants in the audit log; protocol steps (use_dpop_nonce) and malformed
+# requests are only counted.
+_AUDITED_DENIALS = (
+    InvalidClient,
+    InvalidGrant,
+    InvalidScope,
+    UnauthorizedClient,
+    InvalidDpopProofError,
+)
+GRANT_TYPES = (client_credentials.GRANT_TYPE, token_exchange.GRANT_TYPE)
+_GRANT_NAMES = {client_credentials.GRANT_TYPE: "client_credentials"}
+_GRANT_NAMES[token_exchange.GRANT_TYPE] = "token_exchange"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class TokenService:
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.issuer = settings.public_url
+        self.token_endpoint = f"{self.issuer}/oauth2/token"
+        self.revocations = RevocationList(
+            runtime.database, runtime.kv, runtime.clock, settings.revocation_sync_seconds
+        )
+        self.verifier = AccessTokenVerifier(
+            self.issuer, runtime.database, runtime.clock, self.revocations
+        )
+        self.clients = ClientAuthenticator(
+            secret_key=runtime.secret_key,
+            kv=runtime.kv,
+            clock=runtime.clock,
+            audiences=(self.token_endpoint, self.issuer),
+        )
+        self.dpop = DpopVerifier(
+            runtime.kv,
+            runtime.secret_key,
+            runtime.clock,
+            nonce_required=settings.dpop_nonce_required,
+        )
+
+    async def token(self, request: TokenRequest) -> TokenResponse:
+        """RFC 6749 §5.1 success, or an `OAuthError` (audited when the client was refused)."""
+        try:
+            return await self._token(request)
+        except OAuthError as exc:
+            TOKEN_REQUESTS_DENIED.labels(exc.error).inc()
+            if isinstance(exc, _AUDITED_DENIALS):
+                await self._audit_denial(request, exc)
+            raise
+
+    async def _token(self, request: TokenRequest) -> TokenResponse:
+        grant_type = request.params.get("grant_type")
+        if not grant_type:
+            raise InvalidRequest("grant_type is required")
+        if grant_type not in GRANT_TYPES:
+            raise UnsupportedGrantType(f"unsupported grant_type {grant_type!r}")
+        caller = await self.authenticate_client(request)
+        try:
+            return await self._grant(request, caller, grant_type)
+        except OAuthError as exc:
+            exc.client_id, exc.org_id = caller.client.client_id, caller.client.org_id
+            raise
+
+    async def _grant(self, request: TokenRequest, caller: Caller, grant_type: str) -> TokenResponse:
+        rate_headers = await limits.check_token_rate(
+            self.runtime.kv, self.runtime.settings, self.runtime.clock, caller.client.client_id
+        )
+        confirmation = await self._confirmation(request, caller)
+        now = self.runtime.clock.timestamp()
+        new_chain = False
+        if grant_type == client_credentials.GRANT_TYPE:
+            grant = client_credentials.client_credentials_grant(
+                caller, request, self.issuer, confirmation
+            )
+        else:
+            delegation = await token_exchange.token_exchange_grant(
+                caller,
+                request,
+                self.verifier,
+                issuer=self.issuer,
+                max_depth=self.runtime.settings.delegation_max_depth,
+                now=now,
+                confirmation=confirmation,
+            )
+            grant, new_chain = delegation.grant, delegation.new_chain
+        await limits.consume_quota(
+            self.runtime.kv,
+            self.runtime.settings,
+            self.runtime.clock,
+            caller.client.org_id,
+            caller.org_tier,
+            QuotaKind.TOKEN,
+        )
+        issued = await self._issue(request, caller, grant, grant_type, int(now), new_chain)
+        issued.headers.update(rate_headers)
+        return issued
+
+    async def authenticate_client(self, request: TokenRequest) -> Caller:
+        """The authenticated, active client with its active agent and its org's policy."""
+        presented = presented_authentication(request.authorization, request.params)
+        if presented is None:
+            raise InvalidClient("client authentication is required", reason="no_authentication")
+        try:
+            return await self._caller(presented)
+        except InvalidClient as exc:
+            exc.client_id = exc.client_id or presented.client_id
+            raise
+
+    async def _caller(self, presented: ClientAuthentication) -> Caller:
+        runtime = self.runtime
+        async with runtime.database.read_only() as session:
+            client = await self.clients.authenticate(session, presented)
+            try:
+                agent = await registry.get_agent(session, client.org_id, client.agent_id)
+            except AgentNotFound:
+                raise _refused("agent_not_found", client.org_id) from None
+            org = await tenancy.get_org(session, client.org_id)
+            policy = await org_settings.policy_for(session, runtime.settings, client.org_id)
+        if org.status != OrgStatus.ACTIVE.value:
+            raise _refused(f"org_{org.status}", client.org_id)
+        return Caller(client, AgentFacts.of(agent), org.tier, policy)
+
+    async def _confirmation(self, request: TokenRequest, caller: Caller) -> dict[str, str] | None:
+        """`cnf` of the new token: the DPoP key (RFC 9449 §6), the certificate (RFC 8705 §3)."""
+        confirmation: dict[str, str] = {}
+        if len(request.dpop_proofs) > 1:
+            raise InvalidDpopProofError("send exactly one DPoP header")
+        if request.dpop_proofs:
+            try:
+                proof = await self.dpop.verify(
+                    request.dpop_proofs[0], method="POST", url=self.token_endpoint
+                )
+            except UseDpopNonce as exc:
+                raise UseDpopNonceError(exc.description, exc.nonce) from None
+            except DpopError as exc:
+                raise InvalidDpopProofError(exc.description) from None
+            confirmation["jkt"] = proof.jkt
+        elif caller.policy.require_dpop:
+            raise InvalidDpopProofError(
+                "this organization requires DPoP-bound tokens: send a DPoP proof"
+            )
+        if request.certificate_thumbprint:
+            confirmation["x5t#S256"] = request.certificate_thumbprint
+        return confirmation or None
+
+    async def _issue(
+        self,
+        request: TokenRequest,
+        caller: Caller,
+        grant: Grant,
+        grant_type: str,
+        now: int,
+        new_chain: bool,
+    ) -> TokenResponse:
+        runtime = self.runtime
+        material = await signing.active_key(runtime.database, runtime.keystore, runtime.clock)
+        claims = access_token_claims(self.issuer, grant, now)
+        body: dict[str, Any] = {
+            "access_token": encode_jwt(material, claims, ACCESS_TOKEN_TYPE),
+            "token_type": "DPoP"
+            if grant.confirmation and "jkt" in grant.confirmation
+            else "Bearer",
+            "expires_in": grant.lifetime_seconds,
+            "scope": claims["scope"],
+        }
+        if grant_type == token_exchange.GRANT_TYPE:
+            body["issued_token_type"] = TOKEN_TYPE_ACCESS_TOKEN
+        if "openid" in grant.scope and grant_type == client_credentials.GRANT_TYPE:
+            id_claims = id_token_claims(
+                self.issuer, grant, caller.agent.profile(), now, grant.lifetime_seconds
+            )
+            body["id_token"] = encode_jwt(material, id_claims, ID_TOKEN_TYPE)
+        await self._record_issue(request, caller, grant, claims, grant_type, new_chain)
+        TOKENS_ISSUED.labels(_GRANT_NAMES[grant_type]).inc()
+        headers = {"DPoP-Nonce": self.dpop.new_nonce()} if request.dpop_proofs else {}
+        return TokenResponse(body, headers)
+
+    async def _record_issue(
+        self,
+        request: TokenRequest,
+        caller: Caller,
+        grant: Grant,
+        claims: dict[str, Any],
+        grant_type: str,
+        new_chain: bool,
+    ) -> None:
+        runtime = self.runtime
+        actor = Actor(ActorKind.AGENT, caller.agent.id, caller.agent.org_id)
+        ctx = Context(actor, runtime.clock, request.request_id, runtime.kv)
+        details: dict[str, Any] = {
+            "grant_type": _GRANT_NAMES[grant_type],
+            "client_id": grant.client_id,
+            "subject": grant.agent_id,
+            "jti": claims["jti"],
+            "scope": claims["scope"],
+            "expires_at": claims["exp"],
+            "bound": sorted(grant.confirmation or {}),
+        }
+        if grant.chain_id:
+            details["chain_id"] = grant.chain_id
+        async with runtime.database.unit_of_work() as session:
+            if new_chain and grant.chain_id:
+                session.add(
+                    DelegationChain(
+                        id=grant.chain_id,
+                        org_id=grant.org_id,
+                        subject_agent_id=grant.agent_id,
+                        root_jti=grant.derived_from[0],
+                        created_at=runtime.clock.now(),
+                        # Later links may outlive this token (never the root's day-long bound).
+                        expires_at=runtime.clock.now() + LONGEST_TOKEN_LIFETIME,
+                    )
+                )
+            await audit.record(
+                session, ctx, action="token.issued", org_id=grant.org_id, details=details
+            )
+        if new_chain:
+            DELEGATION_CHAINS_CREATED.inc()
+
+    async def userinfo(self, claims: dict[str, Any]) -> dict[str, Any]:
+        """OIDC Core §5.3.2: the token subject's current profile."""
+        async with self.runtime.database.read_only() as session:
+            agent = await registry.get_agent(session, str(claims["org"]), str(claims["sub"]))
+        return {"sub": agent.id, **AgentFacts.of(agent).profile()}
+
+    async def _audit_denial(self, request: TokenRequest, exc: OAuthError) -> None:
+        runtime = self.runtime
+        ctx = Context(ANONYMOUS, runtime.clock, request.request_id, runtime.kv)
+        await audit.record_denial(
+            runtime.database,
+            ctx,
+            action="token.denied",
+            org_id=exc.org_id,
+            reason=exc.reason,
+            target=exc.client_id or request.params.get("client_id"),
+        )
+
+
+def _refused(reason: str, org_id: str) -> InvalidClient:
+    refusal = InvalidClient(reason=reason)
+    refusal.org_id = org_id
+    return refusal
