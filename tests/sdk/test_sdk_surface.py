@@ -10,7 +10,16 @@ import tabard.sdk
 
 class TestSurface:
     def test_public_names_are_pinned(self) -> None:
-        assert tabard.sdk.__all__ == ["Client", "TabardAPIError"]
+        assert tabard.sdk.__all__ == [
+            "Client",
+            "KeySet",
+            "KeySetUnavailable",
+            "TabardAPIError",
+            "TokenInvalid",
+            "TokenVerifier",
+            "UnknownKeyId",
+            "verify_jwt",
+        ]
 
     def test_import_loads_no_server_dependencies(self) -> None:
         probe = (
