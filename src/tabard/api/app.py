@@ -175,6 +175,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             job.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*jobs, return_exceptions=True)
+        await app.state.token_service.close()
         await runtime.kv.close()
         await runtime.bus.close()
         await runtime.database.close()
