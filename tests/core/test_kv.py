@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tabard.core.clock import FrozenClock
-from tabard.core.kv import KeyValueStore, create_kv
+from tabard.core.kv import KeyValueStore, RateLimitState, create_kv
 from tabard.core.kv.memory import MemoryKeyValueStore
 
 TIMEOUT = 10
@@ -263,3 +263,145 @@ async def test_memory_store_sweeps_expired_keys_it_is_not_asked_about() -> None:
     # Internal size is the behaviour under test: dead keys must not accumulate forever.
     assert len(store._data) < 6000
     assert await store.get("new-0") == b"v"
+
+
+async def test_get_many_answers_in_order_with_none_for_missing_keys(kv: Backend) -> None:
+    first, second, missing = key(), key(), key()
+    await kv.store.set(first, b"1")
+    await kv.store.set(second, b"2")
+    assert await kv.store.get_many([second, missing, first]) == [b"2", None, b"1"]
+
+
+async def test_get_many_of_no_keys_is_empty(kv: Backend) -> None:
+    assert await kv.store.get_many([]) == []
+
+
+async def test_get_many_treats_expired_keys_as_missing(kv: Backend) -> None:
+    lasting, expiring = key(), key()
+    await kv.store.set(lasting, b"stays")
+    await kv.store.set(expiring, b"goes", ttl_seconds=kv.ttl)
+    await kv.elapse(kv.ttl * 1.5)
+    assert await kv.store.get_many([lasting, expiring]) == [b"stays", None]
+
+
+async def test_gcra_allows_the_burst_then_refuses(kv: Backend) -> None:
+    name = key()
+    # One unit per kv.ttl seconds, three at once from a full bucket.
+    states = [await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=3) for _ in range(4)]
+    assert [state.allowed for state in states] == [True, True, True, False]
+    assert [state.remaining for state in states] == [2, 1, 0, 0]
+    assert states[0].retry_after_seconds == 0
+    refused = states[3]
+    assert 0 < refused.retry_after_seconds <= kv.ttl
+    assert 2 * kv.ttl < refused.reset_after_seconds <= 3 * kv.ttl
+
+
+async def test_gcra_refills_one_unit_per_interval(kv: Backend) -> None:
+    name = key()
+    for _ in range(3):
+        assert (await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=3)).allowed
+    await kv.elapse(kv.ttl * 1.5)
+    after = await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=3)
+    assert after.allowed
+    assert after.remaining == 0
+    assert not (await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=3)).allowed
+
+
+async def test_gcra_bucket_full_again_after_the_reset_time(kv: Backend) -> None:
+    name = key()
+    last = None
+    for _ in range(3):
+        last = await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=3)
+    assert last is not None
+    remaining_ttl = await kv.store.ttl(name)
+    assert remaining_ttl is not None
+    assert 2 * kv.ttl < remaining_ttl <= last.reset_after_seconds + 0.01
+    await kv.elapse(last.reset_after_seconds + kv.ttl * 0.5)
+    assert await kv.store.get(name) is None
+    fresh = await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=3)
+    assert (fresh.allowed, fresh.remaining) == (True, 2)
+
+
+async def test_gcra_refusal_takes_nothing(kv: Backend) -> None:
+    name = key()
+    for _ in range(2):
+        await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=2)
+    for _ in range(5):
+        assert not (await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=2)).allowed
+    await kv.elapse(kv.ttl * 1.5)
+    # Had the refusals counted, the bucket would still be empty.
+    assert (await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=2)).allowed
+
+
+async def test_gcra_cost_takes_several_units_at_once(kv: Backend) -> None:
+    name = key()
+
+    async def take(cost: int) -> RateLimitState:
+        return await kv.store.gcra(name, period_seconds=kv.ttl, limit=1, burst=5, cost=cost)
+
+    first = await take(3)
+    assert (first.allowed, first.remaining) == (True, 2)
+    refused = await take(3)
+    assert (refused.allowed, refused.remaining) == (False, 2)
+    assert 0 < refused.retry_after_seconds <= kv.ttl
+    fits = await take(2)
+    assert (fits.allowed, fits.remaining) == (True, 0)
+
+
+async def test_gcra_spreads_the_limit_over_the_period(kv: Backend) -> None:
+    name = key()
+
+    # 4 per period, burst 2: the interval is a quarter period, so after a quarter one is back.
+    async def take() -> bool:
+        state = await kv.store.gcra(name, period_seconds=kv.ttl * 4, limit=4, burst=2)
+        return state.allowed
+
+    assert [await take() for _ in range(3)] == [True, True, False]
+    await kv.elapse(kv.ttl * 1.2)
+    assert await take()
+
+
+@pytest.mark.parametrize(
+    ("period", "limit", "burst", "cost"),
+    [(0, 1, 1, 1), (-1.0, 1, 1, 1), (1, 0, 1, 1), (1, 1, 0, 1), (1, 1, 2, 0), (1, 1, 2, 3)],
+)
+async def test_gcra_rejects_impossible_parameters(
+    kv: Backend, period: float, limit: int, burst: int, cost: int
+) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        await kv.store.gcra(key(), period_seconds=period, limit=limit, burst=burst, cost=cost)
+
+
+async def test_gcra_is_atomic_under_concurrency(kv: Backend) -> None:
+    name = key()
+    states = await asyncio.gather(
+        *(kv.store.gcra(name, period_seconds=3600, limit=1, burst=10) for _ in range(50))
+    )
+    assert sum(state.allowed for state in states) == 10
+    assert sorted(state.remaining for state in states if state.allowed) == list(range(10))
+
+
+@pytest.mark.redis
+async def test_gcra_holds_across_two_redis_replicas(redis_url: str) -> None:
+    url = _with_socket_timeouts(redis_url)
+    namespace = f"test-{uuid.uuid4().hex}"
+    # Two stores are two replicas; their own clocks are far apart and must not matter.
+    replicas = [
+        create_kv("redis", url, FrozenClock(), namespace=namespace),
+        create_kv("redis", url, FrozenClock(FrozenClock().now().replace(year=2030)), namespace),
+    ]
+    name = key()
+    try:
+        states = await asyncio.gather(
+            *(
+                replicas[i % 2].gcra(name, period_seconds=3600, limit=1, burst=25)
+                for i in range(200)
+            )
+        )
+        assert sum(state.allowed for state in states) == 25
+        refused = [state for state in states if not state.allowed]
+        assert all(0 < state.retry_after_seconds <= 3600 for state in refused)
+    finally:
+        for replica in replicas:
+            await replica.close()
+        await _delete_namespace(url, namespace)

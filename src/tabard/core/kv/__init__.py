@@ -6,9 +6,26 @@ every replica). Values are bytes; counters are stored as their decimal text, as 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from tabard.core.clock import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    """The outcome of one `gcra` call.
+
+    `remaining`: how many more unit-cost requests would be allowed right now;
+    `retry_after_seconds`: 0 when allowed, else how long until this request would be;
+    `reset_after_seconds`: how long until the bucket is full again (all of `burst` available).
+    """
+
+    allowed: bool
+    remaining: int
+    retry_after_seconds: float
+    reset_after_seconds: float
 
 
 class KeyValueStore(Protocol):
@@ -39,6 +56,22 @@ class KeyValueStore(Protocol):
 
         `ttl_seconds` applies only when this call creates the counter, so a fixed window is not
         extended by later increments. Raises ValueError when the value is not an integer.
+        """
+        ...
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of `keys` in order (None where missing or expired), read in one round trip."""
+        ...
+
+    async def gcra(
+        self, key: str, *, period_seconds: float, limit: int, burst: int, cost: int = 1
+    ) -> RateLimitState:
+        """Take `cost` units from the rate limit at `key`, or refuse without taking any.
+
+        The generic cell rate algorithm: `limit` units per `period_seconds` on average, at most
+        `burst` at once from a full bucket; no fixed windows, so no double burst at a window edge.
+        One atomic step per call, across replicas too; the key expires once the bucket is full.
+        ValueError unless period > 0, limit >= 1, burst >= 1 and 1 <= cost <= burst.
         """
         ...
 
@@ -88,4 +121,52 @@ def require_ttl(ttl_seconds: float | None) -> None:
         raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
 
 
-__all__ = ["BACKENDS", "KeyValueStore", "create_kv", "require_ttl"]
+def gcra_interval_us(period_seconds: float, limit: int, burst: int, cost: int) -> int:
+    """The emission interval (time one unit takes to refill) in whole microseconds.
+
+    Both backends compute in integer microseconds, which doubles (Redis Lua) hold exactly, so
+    they agree to the microsecond; rounding the interval changes the rate by under 1 ppm for
+    any rate below 1,000 per second.
+    """
+    if not period_seconds > 0:
+        raise ValueError(f"period_seconds must be positive, got {period_seconds!r}")
+    if limit < 1 or burst < 1:
+        raise ValueError(f"limit and burst must be >= 1, got {limit!r} and {burst!r}")
+    if not 1 <= cost <= burst:
+        raise ValueError(f"cost must be between 1 and burst ({burst}), got {cost!r}")
+    return max(1, round(period_seconds * 1_000_000 / limit))
+
+
+def gcra_step(
+    tat_us: int | None, now_us: int, *, interval_us: int, burst: int, cost: int
+) -> tuple[int | None, RateLimitState]:
+    """One GCRA decision: the new theoretical arrival time to store (None: refused) and the state.
+
+    The bucket is full when the stored arrival time is at or before now; each unit moves it one
+    interval later, and a request is allowed while it stays within `burst` intervals of now.
+    The Redis backend runs the same arithmetic in Lua.
+    """
+    tolerance = interval_us * burst
+    tat = now_us if tat_us is None else max(tat_us, now_us)
+    new_tat = tat + cost * interval_us
+    allow_at = new_tat - tolerance
+    if allow_at > now_us:
+        remaining = (now_us + tolerance - tat) // interval_us
+        return None, _state(False, remaining, allow_at - now_us, tat - now_us)
+    remaining = (now_us + tolerance - new_tat) // interval_us
+    return new_tat, _state(True, remaining, 0, new_tat - now_us)
+
+
+def _state(allowed: bool, remaining: int, retry_us: int, reset_us: int) -> RateLimitState:
+    return RateLimitState(allowed, max(0, remaining), retry_us / 1e6, reset_us / 1e6)
+
+
+__all__ = [
+    "BACKENDS",
+    "KeyValueStore",
+    "RateLimitState",
+    "create_kv",
+    "gcra_interval_us",
+    "gcra_step",
+    "require_ttl",
+]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from tabard.core.clock import Clock
-from tabard.core.kv import require_ttl
+from tabard.core.kv import RateLimitState, gcra_interval_us, gcra_step, require_ttl
 
 # A full sweep of expired keys runs after this many writes, or after as many writes as there were
 # keys left by the previous sweep when that is larger: each sweep then costs O(1) amortised per
@@ -14,6 +16,8 @@ from tabard.core.kv import require_ttl
 MIN_WRITES_BETWEEN_SWEEPS = 1024
 
 _INTEGER = re.compile(rb"-?[0-9]+")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(slots=True)
@@ -59,6 +63,25 @@ class MemoryKeyValueStore:
         entry.value = str(result).encode()
         self._write(key, entry)
         return result
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
+
+    async def gcra(
+        self, key: str, *, period_seconds: float, limit: int, burst: int, cost: int = 1
+    ) -> RateLimitState:
+        interval_us = gcra_interval_us(period_seconds, limit, burst, cost)
+        # Exact microseconds from the datetime (a float timestamp would round them).
+        now_us = (self._clock.now() - _EPOCH) // _MICROSECOND
+        entry = self._live(key)
+        tat_us = None if entry is None else _as_int(entry.value)
+        new_tat, state = gcra_step(tat_us, now_us, interval_us=interval_us, burst=burst, cost=cost)
+        if new_tat is not None:
+            # The key lives exactly until the bucket is full again, as on Redis.
+            self._write(
+                key, _Entry(str(new_tat).encode(), self._deadline(state.reset_after_seconds))
+            )
+        return state
 
     async def delete(self, key: str) -> bool:
         return self._live(key) is not None and self._data.pop(key, None) is not None

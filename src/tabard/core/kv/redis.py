@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from tabard.core.kv import require_ttl
+from tabard.core.kv import RateLimitState, gcra_interval_us, require_ttl
 
 # EXISTS and INCRBY run as one script so no other client can create the counter in between:
 # the TTL is set only by the call that created the key. ARGV[2] is the TTL in ms, 0 for none.
@@ -21,6 +22,33 @@ end
 return value
 """
 
+# `gcra_step` of core.kv, in Lua so read-decide-write is one atomic step for every replica.
+# Time is the Redis server's (TIME), so replicas whose clocks disagree still share one bucket.
+# Everything is integer microseconds, which Lua's doubles hold exactly; the stored arrival time
+# is formatted with %.0f because tostring() would round it to 14 digits. The key expires when
+# the bucket is full again. ARGV: interval in microseconds, burst, cost.
+_GCRA_SCRIPT = """
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local tolerance = interval * burst
+local tat = now
+local stored = redis.call('GET', KEYS[1])
+if stored then
+    tat = math.max(tonumber(stored), now)
+end
+local new_tat = tat + cost * interval
+local allow_at = new_tat - tolerance
+if allow_at > now then
+    return {0, math.floor((now + tolerance - tat) / interval), allow_at - now, tat - now}
+end
+local ttl_ms = math.ceil((new_tat - now) / 1000)
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
+return {1, math.floor((now + tolerance - new_tat) / interval), 0, new_tat - now}
+"""
+
 
 class RedisKeyValueStore:
     """`KeyValueStore` on Redis; every key is stored as `namespace:key`.
@@ -31,7 +59,9 @@ class RedisKeyValueStore:
     def __init__(self, url: str, namespace: str) -> None:
         self._prefix = f"{namespace}:"
         self._client = aioredis.Redis.from_url(url)
+        # register_script runs EVALSHA and falls back to EVAL when the server lacks the script.
         self._incr = self._client.register_script(_INCR_SCRIPT)
+        self._gcra = self._client.register_script(_GCRA_SCRIPT)
 
     async def get(self, key: str) -> bytes | None:
         # decode_responses is off (the default), so Redis replies with bytes, never str.
@@ -59,6 +89,20 @@ class RedisKeyValueStore:
                 raise ValueError("value is not an integer") from error
             raise
         return int(result)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []  # MGET needs at least one key
+        values = await self._client.mget([self._key(key) for key in keys])
+        return cast("list[bytes | None]", values)
+
+    async def gcra(
+        self, key: str, *, period_seconds: float, limit: int, burst: int, cost: int = 1
+    ) -> RateLimitState:
+        interval_us = gcra_interval_us(period_seconds, limit, burst, cost)
+        reply = await self._gcra(keys=[self._key(key)], args=[interval_us, burst, cost])
+        allowed, remaining, retry_us, reset_us = (int(part) for part in reply)
+        return RateLimitState(bool(allowed), max(0, remaining), retry_us / 1e6, reset_us / 1e6)
 
     async def delete(self, key: str) -> bool:
         removed: int = await self._client.delete(self._key(key))
