@@ -93,6 +93,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     )
     app.state.runtime = runtime
     app.state.admin_authenticator = AdminAuthenticator(runtime.secret_key, runtime.clock)
+    app.state.org_tiers = {}
     app.state.token_service = TokenService(runtime)
     app.state.resource_authenticator = ResourceAuthenticator(app.state.token_service)
     install_problem_handlers(app)

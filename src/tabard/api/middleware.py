@@ -49,6 +49,9 @@ class RequestContextMiddleware:
                 headers["x-request-id"] = request_id
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
+                # The caller's rate-limit state, counted when its principal was resolved.
+                for name, value in scope["state"].get("rate_limit_headers", {}).items():
+                    headers.setdefault(name, value)
             await send(message)
 
         with self.tracer.start_as_current_span(

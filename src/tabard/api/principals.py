@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import Request
 
 from tabard.core.context import Actor, ActorKind
 from tabard.core.errors import Unauthenticated
-from tabard.core.runtime import get_runtime
+from tabard.core.runtime import Runtime, get_runtime
+from tabard.limits import service as limits
+from tabard.limits.schemas import QuotaKind
+from tabard.tenancy import service as tenancy
 from tabard.tenancy.authentication import (
     AdminAuthenticator,
     authenticate_org_key,
@@ -17,6 +22,8 @@ from tabard.tenancy.authentication import (
 from tabard.tokens.resource import ResourceAuthenticator, presented_token
 
 _BEARER = "bearer "
+_TIER_CACHE_SECONDS = 60.0
+_TIER_CACHE_SIZE = 10_000
 
 
 async def optional_principal(request: Request) -> None:
@@ -36,6 +43,7 @@ async def require_principal(request: Request) -> None:
         claims = verified.claims
         request.state.actor = Actor(ActorKind.AGENT, str(claims["sub"]), str(claims["org"]))
         request.state.token_claims = claims
+        await _count_call(request, runtime, request.state.actor)
         return
     token = _bearer_token(request)
     admin: AdminAuthenticator = request.app.state.admin_authenticator
@@ -48,9 +56,39 @@ async def require_principal(request: Request) -> None:
         else:
             actor = await admin.authenticate(session, token)
     request.state.actor = actor
+    await _count_call(request, runtime, actor)
     if stale and actor.id is not None:
         async with runtime.database.unit_of_work() as session:
             await record_key_use(session, actor.id, runtime.clock)
+
+
+async def _count_call(request: Request, runtime: Runtime, actor: Actor) -> None:
+    """The principal's rate limit first (a refused call uses no quota), then its org's daily
+    API-call quota; the rate-limit headers go on the response. The platform admin operates the
+    deployment and is limited by neither."""
+    if actor.org_id is None:
+        return
+    principal = f"{actor.kind.value}:{actor.id}"
+    kv, settings, clock = runtime.kv, runtime.settings, runtime.clock
+    request.state.rate_limit_headers = await limits.check_api_rate(kv, settings, clock, principal)
+    if actor.org_id is not None:
+        tier = await _org_tier(request, runtime, actor.org_id)
+        await limits.consume_quota(kv, settings, clock, actor.org_id, tier, QuotaKind.API_CALL)
+
+
+async def _org_tier(request: Request, runtime: Runtime, org_id: str) -> str:
+    """The org's tier, remembered for a minute per process (tiers change rarely)."""
+    cache: dict[str, tuple[float, str]] = request.app.state.org_tiers
+    now = time.monotonic()
+    cached = cache.get(org_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    async with runtime.database.read_only() as session:
+        tier = (await tenancy.get_org(session, org_id)).tier
+    if len(cache) > _TIER_CACHE_SIZE:
+        cache.clear()
+    cache[org_id] = (now + _TIER_CACHE_SECONDS, tier)
+    return tier
 
 
 def _bearer_token(request: Request) -> str:
