@@ -47,7 +47,8 @@ class TestWrongMasterKey:
     async def test_readiness_and_signing_name_the_master_key(
         self, settings: Settings, runtime: Runtime
     ) -> None:
-        """A database restored without its master key: /readyz says so, cards answer 503."""
+        """A database restored without its master key: /readyz says so, signing answers 503,
+        and the JWKS (public halves only, nothing to decrypt) is still served."""
         await keys.active_key(runtime.database, runtime.keystore, runtime.clock)
         restored = dataclasses.replace(runtime, keystore=KeyStore(b"not the original master key"))
         app = create_app(settings, runtime=restored)
@@ -56,9 +57,12 @@ class TestWrongMasterKey:
             ready = await http.get("/readyz")
             assert ready.status_code == 503
             assert "master key" in ready.json()["checks"]["keystore"]["detail"]
+            document = await http.get("/.well-known/did.json")
+            assert document.status_code == 503
+            assert document.json()["code"] == "SIGNING_KEY_UNAVAILABLE"
             jwks = await http.get("/.well-known/jwks.json")
-            assert jwks.status_code == 503
-            assert jwks.json()["code"] == "SIGNING_KEY_UNAVAILABLE"
+            assert jwks.status_code == 200
+            assert len(jwks.json()["keys"]) == 1
 
 
 class TestJwks:
