@@ -15,7 +15,8 @@ import httpx
 STARTUP_TIMEOUT = 30.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free at the time of asking (a caller may need it before the start)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -24,9 +25,13 @@ def _free_port() -> int:
 
 class Server:
     def __init__(
-        self, data_dir: Path, log_format: str = "text", extra_env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        log_format: str = "text",
+        extra_env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = _free_port()
+        self.port = port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TABARD_")}
         env |= {"TABARD_DATA_DIR": str(data_dir), "TABARD_LOG_FORMAT": log_format}
         env |= extra_env or {}
