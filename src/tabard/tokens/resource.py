@@ -89,6 +89,10 @@ class ResourceAuthenticator:
         except DpopError as exc:
             raise InvalidToken(exc.description, scheme="DPoP", error="invalid_dpop_proof") from None
 
+    def forget_policy(self, org_id: str) -> None:
+        """Drop the org's cached policy, so a change made through this replica applies at once."""
+        self._policies.pop(org_id, None)
+
     async def _policy(self, org_id: str) -> org_settings.TokenPolicy:
         now = time.monotonic()
         cached = self._policies.get(org_id)

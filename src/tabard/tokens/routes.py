@@ -220,11 +220,12 @@ async def get_token_settings(org_id: str, actor: ActorDep, runtime: RuntimeDep) 
 
 @router.patch("/v1/orgs/{org_id}/token-settings")
 async def update_token_settings(
-    org_id: str, body: TokenSettingsUpdate, ctx: ContextDep, runtime: RuntimeDep
+    org_id: str, body: TokenSettingsUpdate, request: Request, ctx: ContextDep, runtime: RuntimeDep
 ) -> TokenSettingsOut:
     tenancy_policy.require_org_access(ctx.actor, org_id)
     async with runtime.database.unit_of_work() as session:
         policy = await org_settings.update_policy(session, ctx, runtime.settings, org_id, body)
+    resource_authenticator(request).forget_policy(org_id)
     return TokenSettingsOut(
         access_token_lifetime_seconds=policy.access_token_lifetime_seconds,
         require_dpop=policy.require_dpop,
