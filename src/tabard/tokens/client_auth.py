@@ -161,8 +161,13 @@ class ClientAuthenticator:
                 credential = await credentials.authenticate_key_holder(
                     session, presented.client_id, self._clock
                 )
-                keys = await self._client_keys(credential.jwks, credential.jwks_uri)
-                await self._verify_assertion(presented.assertion, credential.client_id, keys)
+                try:
+                    keys = await self._client_keys(credential.jwks, credential.jwks_uri)
+                    await self._verify_assertion(presented.assertion, credential.client_id, keys)
+                except InvalidClient as exc:
+                    # The client is known: its org's audit log records the refused assertion.
+                    exc.org_id = credential.org_id
+                    raise
             else:
                 credential = await credentials.authenticate_secret(
                     session,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from tabard.tokens.errors import InvalidScope, InvalidTarget
 
@@ -28,7 +29,8 @@ def granted_scope(requested: str | None, allowed: Iterable[str]) -> tuple[str, .
 def audiences(resources: list[str], names: list[str], issuer: str) -> tuple[str, ...]:
     """`aud` from RFC 8707 `resource` URIs and RFC 8693 `audience` names; else the issuer."""
     for resource in resources:
-        if "://" not in resource or "#" in resource:
+        # RFC 3986 §4.3: an absolute URI is anything with a scheme (https URLs, URNs).
+        if not urlsplit(resource).scheme or "#" in resource:
             raise InvalidTarget(f"resource must be an absolute URI without fragment: {resource!r}")
     chosen = tuple(dict.fromkeys([*resources, *names]))
     if len(chosen) > _MAX_AUDIENCES:
