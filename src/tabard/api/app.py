@@ -40,7 +40,9 @@ from tabard.registry import service as registry_service
 from tabard.registry.routes import public_router as registry_public_router
 from tabard.registry.routes import router as registry_router
 from tabard.signing import service as signing_service
+from tabard.signing.jobs import KEY_ROTATION_CHECK_INTERVAL_SECONDS, KEY_ROTATION_JOB, rotate_if_due
 from tabard.signing.routes import public_router as keys_public_router
+from tabard.signing.routes import router as keys_router
 from tabard.tenancy import service as tenancy_service
 from tabard.tenancy.authentication import AdminAuthenticator
 from tabard.tenancy.routes import router as tenancy_router
@@ -106,6 +108,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         credentials_router,
         limits_router,
         tokens_router,
+        keys_router,
     ):
         app.include_router(domain_router, dependencies=[Depends(require_principal)])
     # OAuth endpoints authenticate clients their own way (RFC 6749 §2.3), not as API principals.
@@ -166,6 +169,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(run_periodic(database, clock, name, interval, job, exclusive=False))
         for name, interval, job in gauges
     ]
+    # One leader across replicas rotates the signing key when due.
+    keystore = runtime.keystore
+    jobs.append(
+        asyncio.create_task(
+            run_periodic(
+                database,
+                clock,
+                KEY_ROTATION_JOB,
+                KEY_ROTATION_CHECK_INTERVAL_SECONDS,
+                lambda: rotate_if_due(database, keystore, settings, clock),
+                exclusive=True,
+            )
+        )
+    )
     # The objects built at start-up live for the whole process; leaving them out of the cyclic
     # collector's scans keeps its full collections (~100 ms pauses under load) short.
     gc.freeze()

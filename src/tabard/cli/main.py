@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,13 @@ from tabard import __version__
 from tabard.audit.chain import verify_events
 from tabard.cli.bootstrap import prepare_database
 from tabard.core.config import ConfigError, Settings, load_settings
+from tabard.core.context import SYSTEM, Context
+from tabard.core.db import Database, create_engine
 from tabard.core.migrations import MigrationError, status, upgrade
+from tabard.signing import service as signing
+from tabard.signing.algorithms import parse_algorithm
+from tabard.signing.errors import SigningKeyRotationConflict
+from tabard.signing.schemas import SigningKeyOut
 from tabard.tenancy.errors import AdminSecretNotRotated
 
 EXIT_CONFIG = 2
@@ -26,8 +33,12 @@ EXIT_FAILURE = 1
 app = typer.Typer(help="Tabard: the open control plane for AI agents.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit log.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Signing keys (published at /.well-known/jwks.json).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 out = Console()
 err = Console(stderr=True)
 
@@ -133,3 +144,119 @@ def audit_verify(
     )
     if not result.verified:
         sys.exit(EXIT_FAILURE)
+
+
+def _algorithm(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_algorithm(value).value
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    algorithm: Annotated[
+        str | None,
+        typer.Option(
+            callback=_algorithm,
+            help="ES256, Ed25519 (EdDSA) or RS256 (default TABARD_SIGNING_ALGORITHM).",
+        ),
+    ] = None,
+    revoke_previous: Annotated[
+        bool,
+        typer.Option(
+            "--revoke-previous",
+            help="Emergency: previous keys leave the JWKS now and their tokens stop verifying.",
+        ),
+    ] = False,
+) -> None:
+    """Make a new signing key active; the previous one stays published until its tokens expire."""
+    settings = _settings()
+    _require_current_schema(settings)
+    try:
+        rotation = asyncio.run(_rotate_keys(settings, algorithm, revoke_previous))
+    except SigningKeyRotationConflict as exc:
+        err.print(f"error: {exc.detail}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_FAILURE) from None
+    _say(f"active: {rotation.key.kid} ({rotation.key.alg})")
+    if rotation.revoked_kids:
+        _say(f"revoked: {', '.join(rotation.revoked_kids)}")
+        _say("their tokens no longer verify; they left the JWKS now")
+    elif rotation.previous_kid:
+        until = _when(rotation.previous_publish_until)
+        _say(f"retired: {rotation.previous_kid} (stays in the JWKS until {until})")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every signing key: status and publication window (no private material)."""
+    settings = _settings()
+    _require_current_schema(settings)
+    rows = asyncio.run(_list_keys(settings))
+    _key_line("KID", "ALG", "STATUS", "CREATED", "PUBLISHED UNTIL", "REVOKED")
+    for row in rows:
+        _key_line(
+            row.kid,
+            row.alg,
+            row.status,
+            _when(row.created_at),
+            _when(row.publish_until),
+            _when(row.revoked_at),
+        )
+
+
+def _key_line(kid: str, alg: str, status: str, created: str, until: str, revoked: str) -> None:
+    _say(f"{kid:<43}  {alg:<7}  {status:<7}  {created:<20}  {until:<20}  {revoked}")
+
+
+def _say(line: str) -> None:
+    # Kids are long: a wrapped line would break copy-paste and scripts reading the output.
+    out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _require_current_schema(settings: Settings) -> None:
+    current = asyncio.run(status(settings))
+    if current.pending:
+        err.print("error: the database schema is not current; run `tabard db upgrade` first")
+        raise typer.Exit(EXIT_FAILURE)
+
+
+async def _rotate_keys(
+    settings: Settings, algorithm: str | None, revoke_previous: bool
+) -> signing.Rotation:
+    # The composition root, loaded only here: the same runtime and in-transaction wiring as the
+    # server, so revoked kids also reach the token revocations.
+    from tabard.api.app import _wire_domain_hooks, build_runtime
+
+    runtime = build_runtime(settings)
+    _wire_domain_hooks()
+    ctx = Context(actor=SYSTEM, clock=runtime.clock, kv=runtime.kv)
+    try:
+        async with runtime.database.unit_of_work() as session:
+            return await signing.rotate(
+                session,
+                ctx,
+                runtime.keystore,
+                settings,
+                algorithm=algorithm,
+                revoke_previous=revoke_previous,
+            )
+    finally:
+        await runtime.kv.close()
+        await runtime.bus.close()
+        await runtime.database.close()
+
+
+async def _list_keys(settings: Settings) -> list[SigningKeyOut]:
+    database = Database(create_engine(settings))
+    try:
+        async with database.read_only() as session:
+            return [SigningKeyOut.model_validate(row) for row in await signing.list_keys(session)]
+    finally:
+        await database.close()
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"

@@ -19,7 +19,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import or_, select
+from sqlalchemy import case, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -85,13 +85,14 @@ async def active_row(session: AsyncSession) -> SigningKey | None:
 
 async def published_rows(session: AsyncSession, now: datetime | None) -> Sequence[SigningKey]:
     """Keys that may still verify a live token: not revoked and, given `now`, not past their
-    `publish_until`. Newest (the active key) first."""
+    `publish_until`. The active key first, then the newest."""
     statement = select(SigningKey).where(SigningKey.status != SigningKeyStatus.REVOKED.value)
     if now is not None:
         statement = statement.where(
             or_(SigningKey.publish_until.is_(None), SigningKey.publish_until > now)
         )
-    ordered = statement.order_by(SigningKey.created_at.desc(), SigningKey.kid)
+    active_first = case((SigningKey.status == SigningKeyStatus.ACTIVE.value, 0), else_=1)
+    ordered = statement.order_by(active_first, SigningKey.created_at.desc(), SigningKey.kid)
     return (await session.execute(ordered)).scalars().all()
 
 

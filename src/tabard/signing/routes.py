@@ -74,6 +74,7 @@ async def rotate_signing_key(
     return RotationOut(
         key=SigningKeyOut.model_validate(rotation.key),
         previous_kid=rotation.previous_kid,
+        previous_publish_until=rotation.previous_publish_until,
         revoked_kids=rotation.revoked_kids,
     )
 

@@ -48,4 +48,7 @@ class SigningKeyOut(BaseModel):
 class RotationOut(BaseModel):
     key: SigningKeyOut = Field(description="The new active key.")
     previous_kid: str | None = Field(description="The key it replaced, if any.")
+    previous_publish_until: datetime | None = Field(
+        description="When the replaced key leaves the JWKS (null when it was revoked)."
+    )
     revoked_kids: list[str] = Field(description="Keys revoked by this rotation.")

@@ -75,6 +75,8 @@ class Rotation:
     key: SigningKey
     previous_kid: str | None
     revoked_kids: list[str]
+    # When the previous key leaves the JWKS (None when it was revoked or there was none).
+    previous_publish_until: datetime | None = None
 
 
 async def active_key(
@@ -145,8 +147,14 @@ async def rotate(
     except IntegrityError:
         raise _conflict() from None
     revoked = await _revoke_all_retired(session, now) if revoke_previous else []
-    rotation = Rotation(new_row, previous.kid if previous else None, revoked)
-    await _record_rotation(session, ctx, rotation, None if revoke_previous else publish_until)
+    still_published = previous is not None and not revoke_previous
+    rotation = Rotation(
+        key=new_row,
+        previous_kid=previous.kid if previous else None,
+        revoked_kids=revoked,
+        previous_publish_until=publish_until if still_published else None,
+    )
+    await _record_rotation(session, ctx, rotation)
     if revoked:
         await keys_revoked.run(session, ctx, revoked)
     _forget_cached_keys_on_commit(session, keystore)
@@ -209,14 +217,13 @@ async def _revoke_all_retired(session: AsyncSession, now: datetime) -> list[str]
     return kids
 
 
-async def _record_rotation(
-    session: AsyncSession, ctx: Context, rotation: Rotation, publish_until: datetime | None
-) -> None:
+async def _record_rotation(session: AsyncSession, ctx: Context, rotation: Rotation) -> None:
+    until = rotation.previous_publish_until
     details: dict[str, Any] = {
         "kid": rotation.key.kid,
         "alg": rotation.key.alg,
         "previous_kid": rotation.previous_kid,
-        "previous_published_until": publish_until.isoformat() if publish_until else None,
+        "previous_publish_until": until.isoformat() if until else None,
         "revoked_kids": rotation.revoked_kids,
     }
     await _changed(session, ctx, "signing_key.rotated", rotation.key.kid, details)
