@@ -24,6 +24,8 @@ _BODIES = {
     f"POST {_AGENT}/credentials": {},
     f"PATCH {_AGENT}/credentials/{{credential_id}}": {"name": "owned"},
     f"POST {_AGENT}/credentials/{{credential_id}}/rotate": {},
+    "PATCH /v1/orgs/{org_id}/token-settings": {"require_dpop": True},
+    "POST /v1/orgs/{org_id}/token-revocations": {"kind": "agent", "value": "x"},
 }
 # Routes only the platform admin may call answer 403 to any org key, before looking at the id.
 _ADMIN_ONLY = {

@@ -4,6 +4,7 @@ metadata alone, across a signing-key rotation and an emergency revocation."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,16 @@ from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc.jwk import ECKey
 
 from tests.interop.oauth_support import ORG, Deployment, run_deployment
+
+
+class FiveMinuteAssertion(PrivateKeyJWT):  # type: ignore[misc]
+    """Authlib's assertions live an hour by default; Tabard accepts at most five minutes
+    (RFC 7523 §3 leaves the bound to the server), so the client asks for five."""
+
+    def sign(self, auth: Any, token_endpoint: str) -> Any:
+        self.claims = {"exp": int(time.time()) + 300}  # a fresh dict: Authlib adds the jti to it
+        return super().sign(auth, token_endpoint)
+
 
 with warnings.catch_warnings():
     # Authlib prefers the httpx2 package and warns once, at import, that it falls back to httpx:
@@ -82,7 +93,8 @@ class TestAuthlibObtainsTokens:
         async with AsyncOAuth2Client(
             client.client_id, client.private_key, token_endpoint_auth_method="private_key_jwt"
         ) as oauth:
-            oauth.register_client_auth_method(PrivateKeyJWT(deployment.token_endpoint, alg="ES256"))
+            assertion = FiveMinuteAssertion(deployment.token_endpoint, alg="ES256")
+            oauth.register_client_auth_method(assertion)
             token = await oauth.fetch_token(
                 deployment.token_endpoint, grant_type="client_credentials"
             )
@@ -99,7 +111,8 @@ class TestAuthlibObtainsTokens:
         with OAuth2Client(
             client.client_id, stranger, token_endpoint_auth_method="private_key_jwt"
         ) as oauth:
-            oauth.register_client_auth_method(PrivateKeyJWT(deployment.token_endpoint, alg="ES256"))
+            assertion = FiveMinuteAssertion(deployment.token_endpoint, alg="ES256")
+            oauth.register_client_auth_method(assertion)
             with pytest.raises(OAuthError) as refused:
                 oauth.fetch_token(deployment.token_endpoint, grant_type="client_credentials")
         assert refused.value.error == "invalid_client"

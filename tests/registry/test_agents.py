@@ -670,7 +670,11 @@ class TestAgentEvents:
         ]
 
         audit = await client.get("/v1/audit", params={"org": "acme", "limit": 200}, headers=ADMIN)
-        events = [event for event in audit.json()["items"] if event["target"] == agent["id"]]
+        events = [
+            event
+            for event in audit.json()["items"]
+            if event["target"] == agent["id"] and event["action"].startswith("agent.")
+        ]
         assert [event["action"] for event in reversed(events)] == expected
         assert all(event["outcome"] == "success" for event in events)
         updated = next(event for event in events if event["action"] == "agent.updated")
@@ -679,7 +683,7 @@ class TestAgentEvents:
         async with runtime.database.read_only() as session:
             statement = (
                 select(OutboxEvent.type, OutboxEvent.org_id)
-                .where(OutboxEvent.subject == agent["id"])
+                .where(OutboxEvent.subject == agent["id"], OutboxEvent.type.startswith("agent."))
                 .order_by(OutboxEvent.sequence)
             )
             rows = (await session.execute(statement)).all()

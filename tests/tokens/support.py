@@ -43,9 +43,7 @@ async def agent_client(
 ) -> AgentClient:
     if create_org_too:
         await create_org(client, org_id)
-    agent = await create_agent(
-        client, org_id, name, capabilities=capabilities or CAPABILITIES
-    )
+    agent = await create_agent(client, org_id, name, capabilities=capabilities or CAPABILITIES)
     url = f"/v1/orgs/{org_id}/agents/{agent['id']}/credentials"
     response = await client.post(url, json={"name": "main"}, headers=ADMIN)
     assert response.status_code == 201, response.text
@@ -64,7 +62,7 @@ async def request_token(
 
 
 async def access_token(client: httpx.AsyncClient, agent: AgentClient, **form: str) -> str:
-    response = await request_token(client, agent, **form)
+    response = await request_token(client, agent, None, **form)
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
@@ -73,11 +71,15 @@ async def access_token(client: httpx.AsyncClient, agent: AgentClient, **form: st
 async def decode_with_published_keys(client: httpx.AsyncClient, token: str) -> dict[str, Any]:
     """Verify `token` with joserfc using only the published JWKS (an independent verifier)."""
     jwks = (await client.get("/.well-known/jwks.json")).json()
-    decoded = jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256", "Ed25519", "RS256"])
+    decoded = jwt.decode(
+        token, KeySet.import_key_set(jwks), algorithms=["ES256", "Ed25519", "RS256"]
+    )
     return dict(decoded.claims)
 
 
 def header_of(token: str) -> dict[str, Any]:
     encoded = token.split(".")[0]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    decoded: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    )
     return decoded

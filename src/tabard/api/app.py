@@ -115,7 +115,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.include_router(oauth_router)
     for public_router in (registry_public_router, keys_public_router):
         app.include_router(public_router, dependencies=[Depends(optional_principal)])
-    _wire_domain_hooks()
+    wire_domain_hooks()
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -128,7 +128,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     return app
 
 
-def _wire_domain_hooks() -> None:
+def wire_domain_hooks() -> None:
     """Let higher domains act inside lower domains' transactions (see `core.hooks`)."""
     tenancy_service.before_org_delete.register(registry_service.refuse_org_delete_with_agents)
     registry_service.agent_retired.register(credentials_service.revoke_all_for_agent)

@@ -43,7 +43,12 @@ async def _run_checks(runtime: Runtime) -> dict[str, dict[str, Any]]:
         runtime.keystore.check()
         # The master key must also open the stored signing key (a restore without master.key
         # would otherwise surface only when the first card is signed).
-        await signing_keys.active_key(runtime.database, runtime.keystore, runtime.clock)
+        await signing_keys.active_key(
+            runtime.database,
+            runtime.keystore,
+            runtime.clock,
+            algorithm=runtime.settings.signing_algorithm,
+        )
 
     probes: dict[str, Callable[[], Awaitable[None]]] = {
         "database": runtime.database.ping,

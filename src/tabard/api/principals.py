@@ -71,9 +71,8 @@ async def _count_call(request: Request, runtime: Runtime, actor: Actor) -> None:
     principal = f"{actor.kind.value}:{actor.id}"
     kv, settings, clock = runtime.kv, runtime.settings, runtime.clock
     request.state.rate_limit_headers = await limits.check_api_rate(kv, settings, clock, principal)
-    if actor.org_id is not None:
-        tier = await _org_tier(request, runtime, actor.org_id)
-        await limits.consume_quota(kv, settings, clock, actor.org_id, tier, QuotaKind.API_CALL)
+    tier = await _org_tier(request, runtime, actor.org_id)
+    await limits.consume_quota(kv, settings, clock, actor.org_id, tier, QuotaKind.API_CALL)
 
 
 async def _org_tier(request: Request, runtime: Runtime, org_id: str) -> str:

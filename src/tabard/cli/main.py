@@ -228,10 +228,10 @@ async def _rotate_keys(
 ) -> signing.Rotation:
     # The composition root, loaded only here: the same runtime and in-transaction wiring as the
     # server, so revoked kids also reach the token revocations.
-    from tabard.api.app import _wire_domain_hooks, build_runtime
+    from tabard.api.app import build_runtime, wire_domain_hooks
 
     runtime = build_runtime(settings)
-    _wire_domain_hooks()
+    wire_domain_hooks()
     ctx = Context(actor=SYSTEM, clock=runtime.clock, kv=runtime.kv)
     try:
         async with runtime.database.unit_of_work() as session:

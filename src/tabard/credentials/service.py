@@ -22,8 +22,8 @@ from tabard.core.clock import Clock
 from tabard.core.config import Settings
 from tabard.core.context import Context
 from tabard.core.errors import InvalidField
-from tabard.core.hooks import Hook
 from tabard.core.hashing import keyed_digest
+from tabard.core.hooks import Hook
 from tabard.core.ids import CLIENT_SECRET_PREFIX, new_client_id, new_id, new_secret
 from tabard.credentials.errors import (
     ClientAuthenticationFailed,
@@ -42,6 +42,7 @@ from tabard.credentials.schemas import (
 )
 from tabard.registry import service as registry
 from tabard.registry.schemas import AgentStatus
+
 
 @dataclass(frozen=True, slots=True)
 class CredentialRef:

@@ -167,7 +167,12 @@ async def agent_did_document(agent_id: str, runtime: RuntimeDep, ctx: ContextDep
 @public_router.get("/.well-known/did.json")
 async def registry_did_document(runtime: RuntimeDep) -> JSONResponse:
     """The registry's own DID document (`did:web:<host>`)."""
-    await signing_keys.active_key(runtime.database, runtime.keystore, runtime.clock)
+    await signing_keys.active_key(
+        runtime.database,
+        runtime.keystore,
+        runtime.clock,
+        algorithm=runtime.settings.signing_algorithm,
+    )
     async with runtime.database.read_only() as session:
         document = await documents.registry_did_document(session, runtime.settings)
     DID_DOCUMENTS_SERVED.inc()
@@ -177,7 +182,12 @@ async def registry_did_document(runtime: RuntimeDep) -> JSONResponse:
 @public_router.get("/v1/identifiers/{did}")
 async def resolve_did(did: str, runtime: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
     """DID resolution (W3C DID Resolution result) for our did:web DIDs and any did:key."""
-    await signing_keys.active_key(runtime.database, runtime.keystore, runtime.clock)
+    await signing_keys.active_key(
+        runtime.database,
+        runtime.keystore,
+        runtime.clock,
+        algorithm=runtime.settings.signing_algorithm,
+    )
     async with runtime.database.read_only() as session:
         result = await documents.resolve(session, ctx.actor, runtime.settings, did)
     DID_DOCUMENTS_SERVED.inc()
@@ -187,6 +197,11 @@ async def resolve_did(did: str, runtime: RuntimeDep, ctx: ContextDep) -> dict[st
 @public_router.get("/agents/{agent_id}/agent-card.json")
 async def agent_card(agent_id: str, runtime: RuntimeDep, ctx: ContextDep) -> dict[str, Any]:
     """The agent's A2A card, signed by the registry (verify with /.well-known/jwks.json)."""
-    material = await signing_keys.active_key(runtime.database, runtime.keystore, runtime.clock)
+    material = await signing_keys.active_key(
+        runtime.database,
+        runtime.keystore,
+        runtime.clock,
+        algorithm=runtime.settings.signing_algorithm,
+    )
     async with runtime.database.read_only() as session:
         return await documents.signed_card(session, ctx.actor, runtime.settings, agent_id, material)

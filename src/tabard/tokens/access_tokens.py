@@ -59,6 +59,7 @@ class Grant:
     actor: dict[str, Any] | None = None
     chain_id: str | None = None
     derived_from: tuple[str, ...] = field(default=())
+    derived_clients: tuple[str, ...] = field(default=())
 
 
 def access_token_claims(issuer: str, grant: Grant, now: int) -> dict[str, Any]:
@@ -85,6 +86,7 @@ def access_token_claims(issuer: str, grant: Grant, now: int) -> dict[str, Any]:
     if grant.chain_id:
         claims["chain_id"] = grant.chain_id
         claims["derived_from"] = list(grant.derived_from)
+        claims["derived_clients"] = list(grant.derived_clients)
     return claims
 
 

@@ -33,7 +33,7 @@ JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ("ES256", "ES384", "ES512", "Ed25519", "EdDSA", "RS256", "PS256")
 # RFC 7523 §3 leaves "unreasonably far in the future" to us: an hour is what clients send by
 # default (Authlib) and what large providers accept; `jti` stays single-use throughout.
-ASSERTION_MAX_LIFETIME_SECONDS = 3600
+ASSERTION_MAX_LIFETIME_SECONDS = 300
 _LEEWAY_SECONDS = 30
 _JWKS_URI_CACHE_SECONDS = 300.0
 

@@ -228,6 +228,8 @@ def _candidates(claims: Mapping[str, Any], kid: str) -> Iterable[tuple[Revocatio
         yield RevocationKind.CHAIN, chain
     for ancestor in _strings(claims.get("derived_from")):
         yield RevocationKind.JTI, ancestor
+    for client in _strings(claims.get("derived_clients")):
+        yield RevocationKind.CLIENT, client
     for actor in actor_ids(claims):
         yield RevocationKind.AGENT, actor
 

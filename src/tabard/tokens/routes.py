@@ -146,9 +146,19 @@ async def revoke_token(request: Request, ctx: ContextDep) -> Response:
     return Response(status_code=200, headers=_NO_STORE)
 
 
-@oauth_router.api_route("/oauth2/userinfo", methods=["GET", "POST"])
+@oauth_router.get("/oauth2/userinfo")
 async def userinfo(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     """OIDC Core §5.3: the profile of the agent the access token speaks for."""
+    return await _userinfo(request, runtime)
+
+
+@oauth_router.post("/oauth2/userinfo")
+async def userinfo_by_post(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    """OIDC Core §5.3.1: the same, for clients that send POST."""
+    return await _userinfo(request, runtime)
+
+
+async def _userinfo(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     presented = presented_token(request, runtime.settings)
     if presented is None:
         raise InvalidToken("send an access token: Authorization: Bearer|DPoP <token>")
@@ -160,9 +170,18 @@ async def userinfo(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
 
 
 @oauth_router.get("/.well-known/oauth-authorization-server")
-@oauth_router.get("/.well-known/openid-configuration")
 async def server_metadata(request: Request, runtime: RuntimeDep) -> Response:
-    """RFC 8414 §3 / OIDC Discovery §4: how to talk to this authorization server."""
+    """RFC 8414 §3: how to talk to this authorization server."""
+    return _metadata(request, runtime)
+
+
+@oauth_router.get("/.well-known/openid-configuration")
+async def openid_configuration(request: Request, runtime: RuntimeDep) -> Response:
+    """OIDC Discovery §4: the same document, where OpenID clients look for it."""
+    return _metadata(request, runtime)
+
+
+def _metadata(request: Request, runtime: RuntimeDep) -> Response:
     algorithms = sorted(token_service(request).dpop.algorithms)
     document = discovery.metadata(runtime.settings.public_url, algorithms)
     return JSONResponse(document, headers=_METADATA_CACHE)

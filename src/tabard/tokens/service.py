@@ -218,7 +218,12 @@ class TokenService:
         new_chain: bool,
     ) -> TokenResponse:
         runtime = self.runtime
-        material = await signing.active_key(runtime.database, runtime.keystore, runtime.clock)
+        material = await signing.active_key(
+            runtime.database,
+            runtime.keystore,
+            runtime.clock,
+            algorithm=runtime.settings.signing_algorithm,
+        )
         claims = access_token_claims(self.issuer, grant, now)
         body: dict[str, Any] = {
             "access_token": encode_jwt(material, claims, ACCESS_TOKEN_TYPE),

@@ -54,7 +54,11 @@ class AccessTokenVerifier:
             claims = self._verify_with(token, keys, audience)
         except UnknownKeyId:
             keys = await self._key_set(unknown_kid=True)
-            claims = self._verify_with(token, keys, audience)
+            try:
+                claims = self._verify_with(token, keys, audience)
+            except UnknownKeyId:
+                # Not (or no longer) one of our keys: an emergency-revoked key looks like this.
+                raise TokenInvalid("bad_signature", "token signature is invalid") from None
         kid = _kid(token)
         revoked_by = await self._revocations.revoked_by(claims, kid)
         if revoked_by == "kid":
@@ -83,7 +87,7 @@ class AccessTokenVerifier:
             if unknown_kid:
                 self._last_forced_refresh = now
             async with self._database.read_only() as session:
-                jwks = await signing.jwks(session)
+                jwks = await signing.jwks(session, now=self._clock.now())
             self._keys = KeySet.from_jwks(jwks)
             self._keys_expire = now + KEY_SET_TTL_SECONDS
         assert self._keys is not None

@@ -47,6 +47,7 @@ async def token_exchange_grant(
     actor = await _presented_token(request, "actor_token", verifier)
     _check_actor(caller, actor.claims)
     _check_subject_addressed_to_actor(caller, subject.claims, issuer)
+    _check_binding_allows_exchange(caller, subject.claims)
     if subject.claims.get("org") != caller.client.org_id:
         raise UnauthorizedClient(
             "an agent may act only for agents of its own organization",
@@ -75,6 +76,7 @@ async def token_exchange_grant(
         actor=act,
         chain_id=new_id() if new_chain else str(chain_id),
         derived_from=_lineage(subject.claims, actor.claims),
+        derived_clients=_clients(subject.claims, actor.claims),
     )
     return Delegation(grant, new_chain, subject)
 
@@ -108,6 +110,19 @@ def _check_subject_addressed_to_actor(caller: Caller, claims: dict[str, Any], is
         raise InvalidGrant("subject_token was not issued for this actor or for Tabard")
 
 
+def _check_binding_allows_exchange(caller: Caller, claims: dict[str, Any]) -> None:
+    """A sender-constrained subject token cannot be proven by the actor (it lacks A's key or
+    certificate), so A must have addressed it to the actor by name, not just to Tabard."""
+    if not claims.get("cnf"):
+        return
+    audience = claims.get("aud")
+    values = set(audience if isinstance(audience, list) else [audience])
+    if not values & {caller.agent.id, caller.agent.did, caller.client.client_id}:
+        raise InvalidGrant(
+            "a DPoP- or certificate-bound subject_token must be addressed to the actor (aud)"
+        )
+
+
 def _delegated_scope(
     requested: str | None, subject: dict[str, Any], actor: dict[str, Any]
 ) -> tuple[str, ...]:
@@ -116,6 +131,17 @@ def _delegated_scope(
     if not common:
         raise InvalidScope("the subject and actor tokens share no scope to delegate")
     return granted_scope(requested, common)
+
+
+def _clients(subject: dict[str, Any], actor: dict[str, Any]) -> tuple[str, ...]:
+    """The client ids behind every link, so revoking any of those credentials reaches here."""
+    clients: list[str] = []
+    for claims in (subject, actor):
+        earlier = claims.get("derived_clients")
+        if isinstance(earlier, list):
+            clients.extend(str(client) for client in earlier)
+        clients.append(str(claims.get("client_id", "")))
+    return tuple(dict.fromkeys(clients))
 
 
 def _lineage(subject: dict[str, Any], actor: dict[str, Any]) -> tuple[str, ...]:
