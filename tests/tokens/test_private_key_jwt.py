@@ -385,3 +385,16 @@ class TestJwksUri:
         await assert_token_for(client, await client.post(TOKEN_URL, data=form(assertion)), holder)
         response = await client.post(TOKEN_URL, data=form(assertion))
         await assert_refused(client, response, "assertion_replayed")
+
+    async def test_a_key_rotated_at_the_uri_is_fetched_again(
+        self, client: httpx.AsyncClient, clock: FrozenClock, jwks_server: JWKSServer
+    ) -> None:
+        jwks_server.serve(client_key("ES256", number=1))
+        holder = await key_holder(client, clock, jwks_uri=jwks_server.url)
+        refused = await client.post(TOKEN_URL, data=form(holder.assertion()))
+        assert refused.status_code == 401  # the served set does not hold the client's key yet
+        jwks_server.serve(client_key("ES256"))  # the client publishes its new key
+        clock.advance(6)  # past the refetch interval, well inside the 5-minute cache
+        response = await client.post(TOKEN_URL, data=form(holder.assertion()))
+        await assert_token_for(client, response, holder)
+        assert jwks_server.hits == 1  # one fetch of the new set (serve() restarts the count)

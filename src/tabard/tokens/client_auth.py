@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ ASSERTION_ALGORITHMS = ("ES256", "ES384", "ES512", "Ed25519", "EdDSA", "RS256", 
 ASSERTION_MAX_LIFETIME_SECONDS = 300
 _LEEWAY_SECONDS = 30
 _JWKS_URI_CACHE_SECONDS = 300.0
+_JWKS_URI_REFETCH_SECONDS = 5.0
 
 
 class AuthMethod:
@@ -162,8 +162,12 @@ class ClientAuthenticator:
                     session, presented.client_id, self._clock
                 )
                 try:
-                    keys = await self._client_keys(credential.jwks, credential.jwks_uri)
-                    await self._verify_assertion(presented.assertion, credential.client_id, keys)
+                    await self._verify_with_client_keys(
+                        presented.assertion,
+                        credential.client_id,
+                        credential.jwks,
+                        credential.jwks_uri,
+                    )
                 except InvalidClient as exc:
                     # The client is known: its org's audit log records the refused assertion.
                     exc.org_id = credential.org_id
@@ -223,14 +227,34 @@ class ClientAuthenticator:
         if not isinstance(jti, str) or not 0 < len(jti) <= 200:
             raise InvalidClient(reason="assertion_without_jti")
 
+    async def _verify_with_client_keys(
+        self, assertion: str, client_id: str, jwks: dict[str, Any] | None, jwks_uri: str | None
+    ) -> None:
+        """Verify with the registered keys; a `jwks_uri` client that rotated its key gets one
+        fresh fetch (at most every few seconds), so it is not refused until the cache expires."""
+        keys = await self._client_keys(jwks, jwks_uri)
+        try:
+            await self._verify_assertion(assertion, client_id, keys)
+        except InvalidClient as exc:
+            if exc.reason != "assertion_signature_invalid" or not self._may_refetch(jwks_uri):
+                raise
+            keys = await self._client_keys(None, jwks_uri, fresh=True)
+            await self._verify_assertion(assertion, client_id, keys)
+
+    def _may_refetch(self, jwks_uri: str | None) -> bool:
+        cached = self._remote_keys.get(jwks_uri or "")
+        fetched_at = cached[0] - _JWKS_URI_CACHE_SECONDS if cached else 0.0
+        elapsed = self._clock.timestamp() - fetched_at
+        return jwks_uri is not None and elapsed >= _JWKS_URI_REFETCH_SECONDS
+
     async def _client_keys(
-        self, jwks: dict[str, Any] | None, jwks_uri: str | None
+        self, jwks: dict[str, Any] | None, jwks_uri: str | None, *, fresh: bool = False
     ) -> dict[str, Any]:
         if jwks is not None:
             return jwks
         uri = jwks_uri or ""
         cached = self._remote_keys.get(uri)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > self._clock.timestamp() and not fresh:
             return cached[1]
         try:
             async with httpx.AsyncClient(timeout=5.0, follow_redirects=False) as http:
@@ -239,5 +263,5 @@ class ClientAuthenticator:
             keys: dict[str, Any] = response.json()
         except (httpx.HTTPError, ValueError):
             raise InvalidClient(reason="jwks_uri_unavailable") from None
-        self._remote_keys[uri] = (time.monotonic() + _JWKS_URI_CACHE_SECONDS, keys)
+        self._remote_keys[uri] = (self._clock.timestamp() + _JWKS_URI_CACHE_SECONDS, keys)
         return keys

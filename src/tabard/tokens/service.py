@@ -119,17 +119,22 @@ class TokenService:
             raise InvalidRequest("grant_type is required")
         if grant_type not in GRANT_TYPES:
             raise UnsupportedGrantType(f"unsupported grant_type {grant_type!r}")
-        caller = await self.authenticate_client(request)
+        # The limit counts the presented client id before any check, so guessing secrets is
+        # throttled like any other request of that client.
+        presented = _presented(request)
+        rate_headers = await limits.check_token_rate(
+            self.runtime.kv, self.runtime.settings, self.runtime.clock, presented.client_id
+        )
+        caller = await self._authenticated(presented)
         try:
-            return await self._grant(request, caller, grant_type)
+            issued = await self._grant(request, caller, grant_type)
+            issued.headers.update(rate_headers)
+            return issued
         except OAuthError as exc:
             exc.client_id, exc.org_id = caller.client.client_id, caller.client.org_id
             raise
 
     async def _grant(self, request: TokenRequest, caller: Caller, grant_type: str) -> TokenResponse:
-        rate_headers = await limits.check_token_rate(
-            self.runtime.kv, self.runtime.settings, self.runtime.clock, caller.client.client_id
-        )
         confirmation = await self._confirmation(request, caller)
         now = self.runtime.clock.timestamp()
         new_chain = False
@@ -156,15 +161,13 @@ class TokenService:
             caller.org_tier,
             QuotaKind.TOKEN,
         )
-        issued = await self._issue(request, caller, grant, grant_type, int(now), new_chain)
-        issued.headers.update(rate_headers)
-        return issued
+        return await self._issue(request, caller, grant, grant_type, int(now), new_chain)
 
     async def authenticate_client(self, request: TokenRequest) -> Caller:
         """The authenticated, active client with its active agent and its org's policy."""
-        presented = presented_authentication(request.authorization, request.params)
-        if presented is None:
-            raise InvalidClient("client authentication is required", reason="no_authentication")
+        return await self._authenticated(_presented(request))
+
+    async def _authenticated(self, presented: ClientAuthentication) -> Caller:
         try:
             return await self._caller(presented)
         except InvalidClient as exc:
@@ -311,6 +314,13 @@ class TokenService:
             reason=exc.reason,
             target=exc.client_id or request.params.get("client_id"),
         )
+
+
+def _presented(request: TokenRequest) -> ClientAuthentication:
+    presented = presented_authentication(request.authorization, request.params)
+    if presented is None:
+        raise InvalidClient("client authentication is required", reason="no_authentication")
+    return presented
 
 
 def _refused(reason: str, org_id: str) -> InvalidClient:
