@@ -21,6 +21,7 @@ from tabard.audit.jobs import check_chain_once
 from tabard.audit.redaction import REDACTED, redact
 from tabard.audit.service import AuditFilter
 from tabard.core import metrics
+from tabard.core.context import SYSTEM, Context
 from tabard.core.runtime import Runtime
 from tests.conftest import ADMIN, bearer, create_org, create_org_key
 
@@ -254,3 +255,30 @@ class TestConcurrentWriters:
         for org in orgs:
             chain = [event["chain_seq"] for event in exported if event["chain_id"] == org]
             assert chain == list(range(1, 12))
+
+
+class TestRecordBatch:
+    async def test_a_batch_continues_each_org_chain_and_verifies(
+        self, client: httpx.AsyncClient, runtime: Runtime
+    ) -> None:
+        await create_org(client, "acme")
+        await create_org(client, "globex")
+        ctx = Context(SYSTEM, runtime.clock)
+        entries = [
+            service.AuditEntry(
+                ctx, "test.batched", org, details={"n": n, "secret": "tbd_cs_0123456789abcdef0123"}
+            )
+            for n, org in enumerate(["acme", "globex", "acme", None, "acme"])
+        ]
+        async with runtime.database.unit_of_work() as session:
+            await service.record_batch(session, entries)
+        async with runtime.database.unit_of_work() as session:
+            await service.record(session, ctx, action="test.after", org_id="acme")
+        assert (await service.verify(runtime.database)).verified is True
+        events = (await client.get("/v1/audit?org=acme&limit=200", headers=ADMIN)).json()["items"]
+        acme = sorted(events, key=lambda event: event["chain_seq"])
+        assert [event["action"] for event in acme[-4:]] == ["test.batched"] * 3 + ["test.after"]
+        assert [event["details"]["n"] for event in acme[-4:-1]] == [0, 2, 4]
+        assert all(event["details"]["secret"] == REDACTED for event in acme[-4:-1])
+        seqs = [event["chain_seq"] for event in acme]
+        assert seqs == list(range(1, len(seqs) + 1))

@@ -1,43 +1,48 @@
 """Group commit: many requests' small writes in one transaction, each request still waiting for
 its own write to be durable before it answers.
 
-The hot write paths (an audit event per issued token) would otherwise pay one commit, and on
-SQLite one fsync, per request. Here a single writer task takes everything that queued while the
-previous transaction was committing and writes it in the next one, so batches grow with load
-and stay at one item when idle: no timer, no added latency at low rates. If a batch fails, its
-items are retried one by one, so one bad write fails only its own request.
+The hot write paths (an audit event per issued token) would otherwise pay one transaction, and
+on SQLite one fsync, per request. Here a single writer task takes everything that queued while
+the previous transaction was committing and hands it to `write_batch` in the next one, so
+batches grow with load and stay at one item when idle: no timer, no added latency at low rates.
+If a batch fails, its items are retried one by one, so one bad item fails only its own request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.core.db import Database
 
-Write = Callable[[AsyncSession], Awaitable[None]]
+T = TypeVar("T")
+BatchWriter = Callable[[AsyncSession, Sequence[T]], Awaitable[None]]
 MAX_BATCH = 512
 
 
-class GroupCommitter:
-    """Runs queued writes in shared transactions; `write` returns once its transaction commits."""
+class GroupCommitter(Generic[T]):
+    """Writes queued items in shared transactions; `submit` returns once its item is committed."""
 
-    def __init__(self, database: Database, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, database: Database, write_batch: BatchWriter[T], max_batch: int = MAX_BATCH
+    ) -> None:
         self._database = database
+        self._write_batch = write_batch
         self._max_batch = max_batch
-        self._queue: list[tuple[Write, asyncio.Future[None]]] = []
+        self._queue: list[tuple[T, asyncio.Future[None]]] = []
+        self._in_flight: list[asyncio.Future[None]] = []
         self._wakeup: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._in_flight: list[asyncio.Future[None]] = []
 
-    async def write(self, write: Write) -> None:
-        """Queue `write` and wait until it is committed (or raise what it raised)."""
+    async def submit(self, item: T) -> None:
+        """Queue `item` and wait until it is committed (or raise what writing it raised)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.append((write, future))
+        self._queue.append((item, future))
         if self._writer is None or self._writer.done():
             self._wakeup = asyncio.Event()
             self._writer = loop.create_task(self._run())
@@ -66,15 +71,14 @@ class GroupCommitter:
                 await self._commit(batch)
                 self._in_flight = []
 
-    async def _commit(self, batch: list[tuple[Write, asyncio.Future[None]]]) -> None:
+    async def _commit(self, batch: list[tuple[T, asyncio.Future[None]]]) -> None:
         try:
             async with self._database.unit_of_work() as session:
-                for write, _ in batch:
-                    await write(session)
+                await self._write_batch(session, [item for item, _ in batch])
         except Exception as exc:
             if len(batch) > 1:
-                for item in batch:  # find the bad write: everyone else still gets committed
-                    await self._commit([item])
+                for entry in batch:  # find the bad item: everyone else still gets committed
+                    await self._commit([entry])
             elif not batch[0][1].done():
                 batch[0][1].set_exception(exc)
             return

@@ -7,6 +7,7 @@ exact reason; issued tokens are audited (`token.issued`) before the response lea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +96,9 @@ class TokenService:
             clock=runtime.clock,
             audiences=(self.token_endpoint, self.issuer),
         )
-        self.committer = GroupCommitter(runtime.database)
+        self.committer: GroupCommitter[IssueRecord] = GroupCommitter(
+            runtime.database, _write_issue_records
+        )
         self.dpop = DpopVerifier(
             runtime.kv,
             runtime.secret_key,
@@ -272,25 +275,20 @@ class TokenService:
         if grant.chain_id:
             details["chain_id"] = grant.chain_id
 
-        async def write(session: AsyncSession) -> None:
-            if new_chain and grant.chain_id:
-                session.add(
-                    DelegationChain(
-                        id=grant.chain_id,
-                        org_id=grant.org_id,
-                        subject_agent_id=grant.agent_id,
-                        root_jti=grant.derived_from[0],
-                        created_at=runtime.clock.now(),
-                        # Later links may outlive this token (never the root's day-long bound).
-                        expires_at=runtime.clock.now() + LONGEST_TOKEN_LIFETIME,
-                    )
-                )
-            await audit.record(
-                session, ctx, action="token.issued", org_id=grant.org_id, details=details
+        chain = None
+        if new_chain and grant.chain_id:
+            chain = DelegationChain(
+                id=grant.chain_id,
+                org_id=grant.org_id,
+                subject_agent_id=grant.agent_id,
+                root_jti=grant.derived_from[0],
+                created_at=runtime.clock.now(),
+                # Later links may outlive this token (never the root's day-long bound).
+                expires_at=runtime.clock.now() + LONGEST_TOKEN_LIFETIME,
             )
-
+        entry = audit.AuditEntry(ctx, "token.issued", grant.org_id, details=details)
         # Issued tokens are audited before the response leaves, many requests per commit.
-        await self.committer.write(write)
+        await self.committer.submit(IssueRecord(entry, chain))
         if new_chain:
             DELEGATION_CHAINS_CREATED.inc()
 
@@ -314,6 +312,19 @@ class TokenService:
             reason=exc.reason,
             target=exc.client_id or request.params.get("client_id"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRecord:
+    """What issuing one token writes: its audit event and, for a new delegation chain, the chain."""
+
+    entry: audit.AuditEntry
+    chain: DelegationChain | None
+
+
+async def _write_issue_records(session: AsyncSession, records: Sequence[IssueRecord]) -> None:
+    session.add_all([record.chain for record in records if record.chain is not None])
+    await audit.record_batch(session, [record.entry for record in records])
 
 
 def _presented(request: TokenRequest) -> ClientAuthentication:
