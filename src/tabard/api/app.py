@@ -46,7 +46,7 @@ from tabard.signing.routes import router as keys_router
 from tabard.tenancy import service as tenancy_service
 from tabard.tenancy.authentication import AdminAuthenticator
 from tabard.tenancy.routes import router as tenancy_router
-from tabard.tokens import revocation
+from tabard.tokens import caller_cache, revocation
 from tabard.tokens.resource import ResourceAuthenticator
 from tabard.tokens.routes import oauth_router
 from tabard.tokens.routes import router as tokens_router
@@ -138,6 +138,7 @@ def wire_domain_hooks() -> None:
     credentials_service.credential_revoked.register(revocation.revoke_client_tokens)
     tenancy_service.org_suspended.register(revocation.revoke_org_tokens)
     signing_service.keys_revoked.register(revocation.revoke_key_tokens)
+    credentials_service.secret_rotated.register(caller_cache.forget_rotated_secret)
 
 
 def create_app_from_env() -> FastAPI:

@@ -54,6 +54,8 @@ class CredentialRef:
 
 # The token service kills the tokens issued to a revoked credential here, in the same transaction.
 credential_revoked: Hook[CredentialRef] = Hook("credentials.credential_revoked")
+# Whoever caches authentications by secret forgets them here when the secret changes.
+secret_rotated: Hook[CredentialRef] = Hook("credentials.secret_rotated")
 
 SECRET_DISPLAY_PREFIX_LENGTH = 12
 EXPIRING_SOON = timedelta(days=7)
@@ -183,6 +185,7 @@ async def rotate_secret(
     await _changed(
         session, ctx, "credential.rotated", credential, grace_period_seconds=grace_period_seconds
     )
+    await secret_rotated.run(session, ctx, CredentialRef(credential.client_id, org_id))
     return credential, secret
 
 

@@ -56,6 +56,7 @@ class AuthenticatedClient:
     agent_id: str
     org_id: str
     method: str
+    expires_at: float | None = None  # the credential's expiry (Unix seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,7 @@ class ClientAuthenticator:
             agent_id=credential.agent_id,
             org_id=credential.org_id,
             method=presented.method,
+            expires_at=credential.expires_at.timestamp() if credential.expires_at else None,
         )
 
     async def _verify_assertion(self, assertion: str, client_id: str, jwks: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from tabard.tokens.access_tokens import (
     id_token_claims,
 )
 from tabard.tokens.caller import AgentFacts, Caller, TokenRequest
+from tabard.tokens.caller_cache import CallerCache
 from tabard.tokens.client_auth import (
     ClientAuthentication,
     ClientAuthenticator,
@@ -96,6 +97,7 @@ class TokenService:
             clock=runtime.clock,
             audiences=(self.token_endpoint, self.issuer),
         )
+        self.callers = CallerCache(runtime.kv, runtime.clock, runtime.secret_key)
         self.committer: GroupCommitter[IssueRecord] = GroupCommitter(
             runtime.database, _write_issue_records
         )
@@ -171,11 +173,20 @@ class TokenService:
         return await self._authenticated(_presented(request))
 
     async def _authenticated(self, presented: ClientAuthentication) -> Caller:
+        cache_key = None
+        if presented.secret is not None:
+            cache_key = self.callers.key(presented.client_id, presented.secret)
+            cached = await self.callers.get(cache_key)
+            if cached is not None:
+                return cached
         try:
-            return await self._caller(presented)
+            caller = await self._caller(presented)
         except InvalidClient as exc:
             exc.client_id = exc.client_id or presented.client_id
             raise
+        if cache_key is not None:
+            self.callers.put(cache_key, caller)
+        return caller
 
     async def _caller(self, presented: ClientAuthentication) -> Caller:
         runtime = self.runtime

@@ -1,0 +1,92 @@
+"""Recently authenticated secret clients, so a busy client costs no database reads per token.
+
+An entry is keyed by the client id and the keyed digest of the secret it presented, lives a few
+seconds, and is used only while nothing says otherwise: every use reads, in one kv round trip,
+the revocation entries of the credential, the agent and the org (revoked, suspended,
+decommissioned), the marker a secret rotation leaves, and the revocation list's freshness mark
+(after a kv loss the cache is not trusted). What it may serve stale for at most `TTL_SECONDS`:
+an agent's changed capabilities, an org's changed token settings, a previous secret whose grace
+period just ended.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tabard.core.clock import Clock
+from tabard.core.context import Context
+from tabard.core.hashing import keyed_digest
+from tabard.core.kv import KeyValueStore
+from tabard.credentials.service import CredentialRef
+from tabard.tokens.caller import Caller
+
+TTL_SECONDS = 5.0
+MAX_ENTRIES = 10_000
+_FRESH = "rev:fresh"
+
+
+def _rotated_key(client_id: str) -> str:
+    return f"auth:rotated:{client_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    caller: Caller
+    cached_at: float
+
+
+class CallerCache:
+    def __init__(self, kv: KeyValueStore, clock: Clock, secret_key: bytes) -> None:
+        self._kv = kv
+        self._clock = clock
+        self._secret_key = secret_key
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+
+    def key(self, client_id: str, secret: str) -> tuple[str, str]:
+        return client_id, keyed_digest(self._secret_key, secret)
+
+    async def get(self, key: tuple[str, str]) -> Caller | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        now = self._clock.timestamp()
+        client = entry.caller.client
+        expired = client.expires_at is not None and client.expires_at <= now
+        if expired or now - entry.cached_at > TTL_SECONDS or not await self._unchanged(entry):
+            self._entries.pop(key, None)
+            return None
+        return entry.caller
+
+    def put(self, key: tuple[str, str], caller: Caller) -> None:
+        self._entries[key] = _Entry(caller, self._clock.timestamp())
+        self._entries.move_to_end(key)
+        while len(self._entries) > MAX_ENTRIES:
+            self._entries.popitem(last=False)
+
+    async def _unchanged(self, entry: _Entry) -> bool:
+        client = entry.caller.client
+        fresh, *cutoffs = await self._kv.get_many(
+            [
+                _FRESH,
+                f"rev:client:{client.client_id}",
+                f"rev:agent:{client.agent_id}",
+                f"rev:org:{client.org_id}",
+                _rotated_key(client.client_id),
+            ]
+        )
+        if fresh is None:
+            return False
+        return all(cutoff is None or float(cutoff) < entry.cached_at for cutoff in cutoffs)
+
+
+async def forget_rotated_secret(
+    session: AsyncSession, ctx: Context, credential: CredentialRef
+) -> None:
+    """`credentials.secret_rotated` handler: every replica stops using cached authentications of
+    the credential at once (the old secret may have stopped working)."""
+    if ctx.kv is not None:
+        cutoff = str(ctx.clock.timestamp() + 1).encode()
+        await ctx.kv.set(_rotated_key(credential.client_id), cutoff, ttl_seconds=60)
