@@ -4,33 +4,121 @@ Reads its job as JSON on stdin (so secrets stay out of argv), prints its figures
 stdout. All processes of a run share an absolute start time on the system-wide monotonic clock
 (CLOCK_MONOTONIC on Linux), so their warm-up and measurement windows line up. Every loop is
 bounded by a deadline and by a request cap, so it always stops.
+
+A job is one GET by default; optional fields make it a POST with a body (`method`, `body`), give
+each connection its own headers (`connection_headers`, e.g. one client's credentials per
+connection), or give every request a fresh DPoP proof (`dpop`, RFC 9449 §4): proofs are signed
+before the start time, so signing costs the measured window nothing (and on the fly only if the
+pre-signed pool runs dry, which `dpop_signed_late` counts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 REQUEST_TIMEOUT_S = 10.0
 MAX_REQUESTS_PER_CONNECTION = 2_000_000
 RECONNECT_PAUSE_S = 0.05
 
 
+class RequestSource(Protocol):
+    """The bytes of a connection's next request."""
+
+    def next(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class StaticRequest:
+    """The same request every time."""
+
+    raw: bytes
+
+    def next(self) -> bytes:
+        return self.raw
+
+
+class DpopRequests:
+    """Requests with a DPoP-bound token and a new proof each (RFC 9449 §4.2, §7.1): unique
+    `jti`, `htm`/`htu` of the request, `ath` of the token. Proofs come from a pool signed ahead."""
+
+    def __init__(self, head: str, holder: dict[str, Any], htm: str, htu: str) -> None:
+        jwk = holder["jwk"]
+        numbers = ec.EllipticCurvePublicNumbers(
+            _b64int(jwk["x"]), _b64int(jwk["y"]), ec.SECP256R1()
+        )
+        self._key = ec.EllipticCurvePrivateNumbers(_b64int(jwk["d"]), numbers).private_key()
+        public = {"kty": "EC", "crv": "P-256", "x": jwk["x"], "y": jwk["y"]}
+        header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": public}
+        self._header = _b64(json.dumps(header, separators=(",", ":")).encode())
+        token = holder["access_token"]
+        self._ath = _b64(hashlib.sha256(token.encode()).digest())
+        self._htm, self._htu = htm, htu
+        self._head = f"{head}\r\nAuthorization: DPoP {token}\r\nDPoP: ".encode("latin-1")
+        self._pool: list[bytes] = []
+        self.signed_late = 0
+
+    def presign(self, count: int) -> None:
+        self._pool.extend(self._proof() for _ in range(count))
+
+    def next(self) -> bytes:
+        if self._pool:
+            proof = self._pool.pop()
+        else:
+            self.signed_late += 1
+            proof = self._proof()
+        return self._head + proof + b"\r\n\r\n"
+
+    def _proof(self) -> bytes:
+        claims = {
+            "jti": secrets.token_urlsafe(16),
+            "htm": self._htm,
+            "htu": self._htu,
+            "iat": int(time.time()),  # the server checks iat against its wall clock
+            "ath": self._ath,
+        }
+        signing_input = f"{self._header}.{_b64(json.dumps(claims).encode())}".encode()
+        r, s = decode_dss_signature(self._key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return signing_input + b"." + _b64(signature).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64int(value: str) -> int:
+    return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
+
+
 @dataclass(frozen=True)
 class Job:
-    """What to load and when: the measurement window is [measure_from, measure_until)."""
+    """What to load and when: the measurement window is [measure_from, measure_until).
+
+    Connection i sends the requests of `sources[i]`."""
 
     host: str
     port: int
-    request: bytes
-    connections: int
+    sources: list[RequestSource]
     start_at: float
     measure_from: float
     measure_until: float
+    presign_per_connection: int = 0
+
+    @property
+    def connections(self) -> int:
+        return len(self.sources)
 
 
 @dataclass
@@ -56,11 +144,24 @@ class Tally:
             self.transport_errors += 1
 
 
-def build_request(host: str, port: int, path: str, headers: dict[str, str]) -> bytes:
-    """The raw bytes of one keep-alive GET request."""
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: keep-alive"]
+def build_request(
+    host: str, port: int, path: str, headers: dict[str, str], method: str = "GET", body: str = ""
+) -> bytes:
+    """The raw bytes of one keep-alive request (a GET unless told otherwise)."""
+    return (request_head(host, port, path, headers, method, body) + "\r\n\r\n" + body).encode(
+        "latin-1"
+    )
+
+
+def request_head(
+    host: str, port: int, path: str, headers: dict[str, str], method: str = "GET", body: str = ""
+) -> str:
+    """Request line and headers, without the blank line that ends them."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: keep-alive"]
+    if body or method not in ("GET", "HEAD"):
+        lines.append(f"Content-Length: {len(body.encode('latin-1'))}")
     lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return "\r\n".join(lines)
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
@@ -94,7 +195,7 @@ async def read_chunked(reader: asyncio.StreamReader) -> None:
         await reader.readexactly(size + 2)
 
 
-async def connection_loop(job: Job, tally: Tally) -> None:
+async def connection_loop(job: Job, tally: Tally, source: RequestSource) -> None:
     """Send requests back to back on one connection until the window ends."""
     stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     try:
@@ -105,7 +206,7 @@ async def connection_loop(job: Job, tally: Tally) -> None:
                 stream = await connect(job, tally)
                 if stream is None:
                     continue
-            keep = await one_request(job, tally, *stream)
+            keep = await one_request(job, tally, source.next(), *stream)
             if not keep:
                 stream[1].close()
                 stream = None
@@ -129,12 +230,16 @@ async def connect(
 
 
 async def one_request(
-    job: Job, tally: Tally, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    job: Job,
+    tally: Tally,
+    request: bytes,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
 ) -> bool:
     """Send one request and record it; return whether the connection is still usable."""
     started = time.monotonic()
     try:
-        writer.write(job.request)
+        writer.write(request)
         status, keep = await asyncio.wait_for(read_response(reader), REQUEST_TIMEOUT_S)
     except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
         tally.count_transport_error(started, job)
@@ -145,11 +250,17 @@ async def one_request(
 
 
 async def run(job: Job) -> Tally:
-    """Wait for the shared start time, then drive every connection of this process."""
+    """Sign what must be signed ahead, wait for the shared start time, then drive every
+    connection of this process."""
+    for source in job.sources:
+        if isinstance(source, DpopRequests):
+            source.presign(job.presign_per_connection)
+    if time.monotonic() > job.start_at:
+        print("loadgen: pre-signing overran the start time", file=sys.stderr)
     await asyncio.sleep(max(0.0, job.start_at - time.monotonic()))
     tally = Tally()
     cpu_before = time.process_time()
-    await asyncio.gather(*(connection_loop(job, tally) for _ in range(job.connections)))
+    await asyncio.gather(*(connection_loop(job, tally, source) for source in job.sources))
     tally.cpu_s = time.process_time() - cpu_before
     return tally
 
@@ -158,27 +269,49 @@ def parse_job(raw: dict[str, Any]) -> Job:
     """Build a `Job` from the JSON the runner sends."""
     start_at = float(raw["start_at"])
     measure_from = start_at + float(raw["warmup_s"])
+    dpop = raw.get("dpop")
     return Job(
         host=raw["host"],
         port=int(raw["port"]),
-        request=build_request(raw["host"], int(raw["port"]), raw["path"], raw.get("headers", {})),
-        connections=int(raw["connections"]),
+        sources=request_sources(raw),
         start_at=start_at,
         measure_from=measure_from,
         measure_until=measure_from + float(raw["duration_s"]),
+        presign_per_connection=int(dpop.get("presign_per_connection", 0)) if dpop else 0,
     )
+
+
+def request_sources(raw: dict[str, Any]) -> list[RequestSource]:
+    """One request source per connection: the job's request, with connection i's own headers
+    (`connection_headers[i % n]`) and, for a DPoP job, holder `i % n`'s token and proofs."""
+    host, port, path = raw["host"], int(raw["port"]), raw["path"]
+    method, body = raw.get("method", "GET"), raw.get("body", "")
+    per_connection: list[dict[str, str]] = raw.get("connection_headers") or [{}]
+    dpop = raw.get("dpop")
+    sources: list[RequestSource] = []
+    for i in range(int(raw["connections"])):
+        headers = {**raw.get("headers", {}), **per_connection[i % len(per_connection)]}
+        if dpop is None:
+            sources.append(StaticRequest(build_request(host, port, path, headers, method, body)))
+            continue
+        head = request_head(host, port, path, headers, method)
+        holder = dpop["holders"][i % len(dpop["holders"])]
+        sources.append(DpopRequests(head, holder, dpop.get("htm", method), dpop["htu"]))
+    return sources
 
 
 def main() -> None:
     """Read the job from stdin, run it, print the tally as JSON."""
     job = parse_job(json.load(sys.stdin))
     tally = asyncio.run(run(job))
+    late = sum(s.signed_late for s in job.sources if isinstance(s, DpopRequests))
     json.dump(
         {
             "latencies_us": tally.latencies_us,
             "statuses": tally.statuses,
             "transport_errors": tally.transport_errors,
             "cpu_s": round(tally.cpu_s, 3),
+            "dpop_signed_late": late,
         },
         sys.stdout,
         separators=(",", ":"),
