@@ -14,7 +14,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tabard.core.clock import FrozenClock
-from tabard.core.config import Settings
 from tests.conftest import ADMIN, bearer, create_org_key
 from tests.tokens.support import (
     TOKEN_URL,
@@ -27,17 +26,6 @@ from tests.tokens.support import (
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 CHAINS_METRIC = "tabard_delegation_chains_created"
-
-
-@pytest.fixture
-def overrides() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-def settings(settings: Settings, overrides: dict[str, Any]) -> Settings:
-    """The shared settings (SQLite and PostgreSQL) with this test's overrides."""
-    return settings.model_copy(update=overrides)
 
 
 @dataclass(frozen=True)

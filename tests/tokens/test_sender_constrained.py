@@ -81,17 +81,6 @@ class DpopKey:
 
 
 @pytest.fixture
-def overrides() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-def settings(settings: Settings, overrides: dict[str, Any]) -> Settings:
-    """The shared settings (SQLite and PostgreSQL) with this test's overrides."""
-    return settings.model_copy(update=overrides)
-
-
-@pytest.fixture
 async def acme(client: httpx.AsyncClient) -> AgentClient:
     return await agent_client(client, "acme", "invoice-bot")
 

@@ -27,6 +27,7 @@ from tabard.core.clock import Clock
 from tabard.core.context import Context
 from tabard.core.db import Database
 from tabard.core.kv import KeyValueStore
+from tabard.core.metrics import TOKENS_REVOKED
 from tabard.tokens.models import TokenRevocation
 
 _FRESH = "rev:fresh"
@@ -89,6 +90,7 @@ async def revoke(
     else:
         row.revoked_before, row.reason, row.created_at = now, reason, now
         row.expires_at = max(row.expires_at, expires_at)
+    TOKENS_REVOKED.labels(kind.value).inc()
     details = {"kind": kind.value, "value": value, "reason": reason}
     await audit.record(
         session, ctx, action="token.revoked", org_id=org_id, target=value, details=details
@@ -118,55 +120,40 @@ LONGEST_TOKEN_LIFETIME = timedelta(days=1, minutes=1)
 
 async def revoke_agent_tokens(session: AsyncSession, ctx: Context, agent: Any) -> None:
     """`registry.agent_suspended` / `agent_retired` handler: the agent's live tokens die."""
-    await revoke(
-        session,
-        ctx,
-        RevocationKind.AGENT,
-        agent.id,
-        org_id=agent.org_id,
-        expires_at=ctx.clock.now() + LONGEST_TOKEN_LIFETIME,
-        reason="agent_disabled",
-    )
+    await _revoke_issued_so_far(session, ctx, RevocationKind.AGENT, agent.id, agent.org_id)
 
 
 async def revoke_client_tokens(session: AsyncSession, ctx: Context, credential: Any) -> None:
     """`credentials.credential_revoked` handler: tokens issued to the credential die."""
-    await revoke(
-        session,
-        ctx,
-        RevocationKind.CLIENT,
-        credential.client_id,
-        org_id=credential.org_id,
-        expires_at=ctx.clock.now() + LONGEST_TOKEN_LIFETIME,
-        reason="credential_revoked",
-    )
+    kind, value = RevocationKind.CLIENT, credential.client_id
+    await _revoke_issued_so_far(session, ctx, kind, value, credential.org_id)
 
 
 async def revoke_org_tokens(session: AsyncSession, ctx: Context, org_id: str) -> None:
     """`tenancy.org_suspended` handler: every token of the org's agents dies."""
-    await revoke(
-        session,
-        ctx,
-        RevocationKind.ORG,
-        org_id,
-        org_id=org_id,
-        expires_at=ctx.clock.now() + LONGEST_TOKEN_LIFETIME,
-        reason="org_suspended",
-    )
+    await _revoke_issued_so_far(session, ctx, RevocationKind.ORG, org_id, org_id)
 
 
 async def revoke_key_tokens(session: AsyncSession, ctx: Context, kids: list[str]) -> None:
     """`signing.keys_revoked` handler: tokens signed by an emergency-revoked key die."""
     for kid in kids:
-        await revoke(
-            session,
-            ctx,
-            RevocationKind.KID,
-            kid,
-            org_id=None,
-            expires_at=ctx.clock.now() + LONGEST_TOKEN_LIFETIME,
-            reason="signing_key_revoked",
-        )
+        await _revoke_issued_so_far(session, ctx, RevocationKind.KID, kid, None)
+
+
+_HOOK_REASONS = {
+    RevocationKind.AGENT: "agent_disabled",
+    RevocationKind.CLIENT: "credential_revoked",
+    RevocationKind.ORG: "org_suspended",
+    RevocationKind.KID: "signing_key_revoked",
+}
+
+
+async def _revoke_issued_so_far(
+    session: AsyncSession, ctx: Context, kind: RevocationKind, value: str, org_id: str | None
+) -> None:
+    expires_at = ctx.clock.now() + LONGEST_TOKEN_LIFETIME
+    reason = _HOOK_REASONS[kind]
+    await revoke(session, ctx, kind, value, org_id=org_id, expires_at=expires_at, reason=reason)
 
 
 def _cutoff(now: datetime, kind: RevocationKind) -> bytes:
