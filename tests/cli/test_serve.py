@@ -13,7 +13,9 @@ from typing import ClassVar
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from tabard.cli.main import app
 from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
@@ -137,3 +139,12 @@ class TestTracing:
         assert traces, _OtlpReceiver.received
         assert b"tabard" in traces[0]
         assert b"GET /health" in b"".join(traces)
+
+
+class TestWorkers:
+    def test_several_workers_need_a_shared_kv_store(self, tmp_path: Path) -> None:
+        env = {"TABARD_DATA_DIR": str(tmp_path), "TABARD_KV_BACKEND": "memory"}
+        result = CliRunner().invoke(app, ["serve", "--workers", "2"], env=env)
+        assert result.exit_code == 2
+        assert "TABARD_KV_BACKEND=redis" in result.output
+        assert not (tmp_path / "tabard.db").exists()  # refused before touching anything

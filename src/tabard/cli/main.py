@@ -74,6 +74,11 @@ def serve(
 ) -> None:
     """Apply migrations, then serve the API until SIGTERM or Ctrl+C."""
     settings = _settings()
+    if workers > 1 and settings.kv_backend == "memory":
+        # Revocations, DPoP replay and rate limits live in the kv store: one per worker would let
+        # a revoked token or a replayed proof through on the other workers.
+        err.print("--workers above 1 needs a shared kv store: set TABARD_KV_BACKEND=redis")
+        raise typer.Exit(EXIT_CONFIG)
     host = host or settings.host
     port = settings.port if port is None else port
     _migrate(settings)
