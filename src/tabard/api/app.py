@@ -100,6 +100,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.resource_authenticator = ResourceAuthenticator(app.state.token_service)
     install_problem_handlers(app)
     app.include_router(health_router)
+    # OAuth endpoints authenticate clients their own way (RFC 6749 §2.3), not as API principals.
+    # Mounted first: the token endpoint is the hottest route and routes are matched in order.
+    app.include_router(oauth_router)
     # Domain routers carry their full /v1 prefix so route templates (metrics, logs) are complete.
     for domain_router in (
         tenancy_router,
@@ -111,8 +114,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         keys_router,
     ):
         app.include_router(domain_router, dependencies=[Depends(require_principal)])
-    # OAuth endpoints authenticate clients their own way (RFC 6749 §2.3), not as API principals.
-    app.include_router(oauth_router)
+
     for public_router in (registry_public_router, keys_public_router):
         app.include_router(public_router, dependencies=[Depends(optional_principal)])
     wire_domain_hooks()

@@ -3,9 +3,9 @@
 An entry is keyed by the client id and the keyed digest of the secret it presented, lives a few
 seconds, and is used only while nothing says otherwise: every use reads, in one kv round trip,
 the revocation entries of the credential, the agent and the org (revoked, suspended,
-decommissioned), the marker a secret rotation leaves, and the revocation list's freshness mark
-(after a kv loss the cache is not trusted). What it may serve stale for at most `TTL_SECONDS`:
-an agent's changed capabilities, an org's changed token settings, a previous secret whose grace
+decommissioned) and the marker a secret rotation leaves; after a kv loss the revocation list
+first catches up from the database. What it may serve stale for at most `TTL_SECONDS`: an
+agent's changed capabilities, an org's changed token settings, a previous secret whose grace
 period just ended.
 """
 
@@ -19,13 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tabard.core.clock import Clock
 from tabard.core.context import Context
 from tabard.core.hashing import keyed_digest
-from tabard.core.kv import KeyValueStore
 from tabard.credentials.service import CredentialRef
 from tabard.tokens.caller import Caller
+from tabard.tokens.revocation import RevocationKind, RevocationList, revocation_key
 
 TTL_SECONDS = 5.0
 MAX_ENTRIES = 10_000
-_FRESH = "rev:fresh"
 
 
 def _rotated_key(client_id: str) -> str:
@@ -39,8 +38,8 @@ class _Entry:
 
 
 class CallerCache:
-    def __init__(self, kv: KeyValueStore, clock: Clock, secret_key: bytes) -> None:
-        self._kv = kv
+    def __init__(self, revocations: RevocationList, clock: Clock, secret_key: bytes) -> None:
+        self._revocations = revocations
         self._clock = clock
         self._secret_key = secret_key
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
@@ -68,17 +67,14 @@ class CallerCache:
 
     async def _unchanged(self, entry: _Entry) -> bool:
         client = entry.caller.client
-        fresh, *cutoffs = await self._kv.get_many(
+        cutoffs = await self._revocations.entries(
             [
-                _FRESH,
-                f"rev:client:{client.client_id}",
-                f"rev:agent:{client.agent_id}",
-                f"rev:org:{client.org_id}",
+                revocation_key(RevocationKind.CLIENT, client.client_id),
+                revocation_key(RevocationKind.AGENT, client.agent_id),
+                revocation_key(RevocationKind.ORG, client.org_id),
                 _rotated_key(client.client_id),
             ]
         )
-        if fresh is None:
-            return False
         return all(cutoff is None or float(cutoff) < entry.cached_at for cutoff in cutoffs)
 
 

@@ -49,6 +49,11 @@ class RevocationKind(StrEnum):
 _BY_TIME = frozenset({RevocationKind.AGENT, RevocationKind.CLIENT, RevocationKind.ORG})
 
 
+def revocation_key(kind: RevocationKind, value: str) -> str:
+    """The kv key of a revocation entry (its value: the cut-off time, or 0 for exact kinds)."""
+    return _key(kind, value)
+
+
 def _key(kind: str, value: str) -> str:
     return f"rev:{kind}:{value}"
 
@@ -175,16 +180,21 @@ class RevocationList:
     async def revoked_by(self, claims: Mapping[str, Any], kid: str) -> str | None:
         """The kind of revocation that kills this token, or None when it is live."""
         candidates = list(_candidates(claims, kid))
-        keys = [_key(kind, value) for kind, value in candidates]
-        values = await self._kv.get_many([_FRESH, *keys])
-        if values[0] is None:
-            await self.sync()
-            values = [b"1", *await self._kv.get_many(keys)]
+        values = await self.entries([_key(kind, value) for kind, value in candidates])
         issued_at = float(claims.get("iat", 0))
-        for (kind, _), value in zip(candidates, values[1:], strict=True):
+        for (kind, _), value in zip(candidates, values, strict=True):
             if value is not None and (kind not in _BY_TIME or issued_at < float(value)):
                 return kind.value
         return None
+
+    async def entries(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The kv values of `keys` (revocation entries, or other markers written the same way),
+        read in one round trip once the list is in sync with the database."""
+        values = await self._kv.get_many([_FRESH, *keys])
+        if values[0] is None:
+            await self.sync()
+            return await self._kv.get_many(keys)
+        return values[1:]
 
     async def sync(self) -> None:
         """Copy the live revocations created since the last sync (all of them after a kv loss)."""

@@ -97,7 +97,7 @@ class TokenService:
             clock=runtime.clock,
             audiences=(self.token_endpoint, self.issuer),
         )
-        self.callers = CallerCache(runtime.kv, runtime.clock, runtime.secret_key)
+        self.callers = CallerCache(self.revocations, runtime.clock, runtime.secret_key)
         self.committer: GroupCommitter[IssueRecord] = GroupCommitter(
             runtime.database, _write_issue_records
         )
