@@ -226,6 +226,36 @@ class TestOrgRevocations:
         assert response.status_code == 404, response.text
         await assert_alive(client, subject)
 
+    async def test_the_admin_revokes_one_token_by_its_jti(
+        self, client: httpx.AsyncClient, acme: AgentClient
+    ) -> None:
+        token = await access_token(client, acme)
+        other = await access_token(client, acme)
+        jti = (await decode_with_published_keys(client, token))["jti"]
+
+        response = await org_revocation(client, "acme", "jti", jti)
+
+        assert response.status_code == 201, response.text
+        await assert_dead(client, token)
+        await assert_alive(client, other)
+
+    async def test_an_org_key_may_not_revoke_by_bare_jti(
+        self, client: httpx.AsyncClient, acme: AgentClient
+    ) -> None:
+        token = await access_token(client, acme)
+        jti = (await decode_with_published_keys(client, token))["jti"]
+        key = await create_org_key(client, "acme")
+
+        response = await client.post(
+            "/v1/orgs/acme/token-revocations",
+            json={"kind": "jti", "value": jti},
+            headers=bearer(key),
+        )
+
+        assert response.status_code == 403, response.text
+        assert response.json()["code"] == "NOT_PERMITTED"
+        await assert_alive(client, token)
+
 
 async def chain_of(client: httpx.AsyncClient, actor: AgentClient, subject: str) -> str:
     """The chain id of a delegation of `subject` to `actor` (RFC 8693)."""

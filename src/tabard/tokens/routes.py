@@ -12,17 +12,13 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from tabard.core.context import Context
-from tabard.core.errors import NotFound
 from tabard.core.runtime import ActorDep, ContextDep, RuntimeDep, get_runtime
-from tabard.credentials import service as credentials
-from tabard.registry import service as registry
 from tabard.tenancy import policy as tenancy_policy
 from tabard.tenancy.authentication import authenticate_org_key, looks_like_org_key
 from tabard.tenancy.errors import InvalidCredentials, OrgSuspended
-from tabard.tokens import discovery, org_settings
+from tabard.tokens import discovery, org_revocations, org_settings
+from tabard.tokens import policy as tokens_policy
 from tabard.tokens.caller import TokenRequest
 from tabard.tokens.errors import (
     InsufficientScope,
@@ -32,19 +28,14 @@ from tabard.tokens.errors import (
     OAuthError,
 )
 from tabard.tokens.introspection import Requester, introspect, revoke_presented
-from tabard.tokens.models import DelegationChain
 from tabard.tokens.mtls import certificate_thumbprint
 from tabard.tokens.resource import ResourceAuthenticator, presented_token
 from tabard.tokens.revocation import (
-    LONGEST_TOKEN_LIFETIME,
-    RevocationKind,
     list_revocations,
-    revoke,
 )
 from tabard.tokens.schemas import (
     RevocationCreate,
     RevocationOut,
-    RevocationTarget,
     TokenSettingsOut,
     TokenSettingsUpdate,
 )
@@ -256,14 +247,9 @@ async def create_revocation(
     org_id: str, body: RevocationCreate, ctx: ContextDep, runtime: RuntimeDep
 ) -> RevocationOut:
     """Revoke every live token of an agent, a credential or a delegation chain of this org."""
-    tenancy_policy.require_org_access(ctx.actor, org_id)
+    tokens_policy.require_revocation_access(ctx.actor, org_id, body.kind)
     async with runtime.database.unit_of_work() as session:
-        kind, expires_at = await _revocation_target(session, ctx, org_id, body)
-        await revoke(
-            session, ctx, kind, body.value, org_id=org_id, expires_at=expires_at, reason=body.reason
-        )
-        rows = await list_revocations(session, org_id, ctx.clock.now())
-    row = next(row for row in rows if row.kind == kind.value and row.value == body.value)
+        row = await org_revocations.revoke_for_org(session, ctx, org_id, body)
     return RevocationOut.model_validate(row)
 
 
@@ -273,22 +259,3 @@ async def get_revocations(org_id: str, actor: ActorDep, runtime: RuntimeDep) -> 
     async with runtime.database.read_only() as session:
         rows = await list_revocations(session, org_id, runtime.clock.now())
     return [RevocationOut.model_validate(row) for row in rows]
-
-
-async def _revocation_target(
-    session: AsyncSession, ctx: Context, org_id: str, body: RevocationCreate
-) -> tuple[RevocationKind, Any]:
-    """The kind to record and until when; 404 unless the target belongs to this org."""
-    now = ctx.clock.now()
-    if body.kind is RevocationTarget.AGENT:
-        await registry.get_agent(session, org_id, body.value)
-        return RevocationKind.AGENT, now + LONGEST_TOKEN_LIFETIME
-    if body.kind is RevocationTarget.CLIENT:
-        credential = await credentials.find_by_client_id(session, body.value)
-        if credential is None or credential.org_id != org_id:
-            raise NotFound(f"no client {body.value!r}")
-        return RevocationKind.CLIENT, now + LONGEST_TOKEN_LIFETIME
-    chain = await session.get(DelegationChain, body.value)
-    if chain is None or chain.org_id != org_id:
-        raise NotFound(f"no delegation chain {body.value!r}")
-    return RevocationKind.CHAIN, max(chain.expires_at, now) + LONGEST_TOKEN_LIFETIME

@@ -24,11 +24,13 @@ class TokenSettingsOut(BaseModel):
 
 
 class RevocationTarget(StrEnum):
-    """What an org may revoke by id (single tokens are revoked by presenting them, RFC 7009)."""
+    """What may be revoked by id. Orgs revoke single tokens by presenting them (RFC 7009); a bare
+    `jti` names no tenant, so only the platform admin may revoke by it."""
 
     AGENT = "agent"
     CLIENT = "client"
     CHAIN = "chain"
+    JTI = "jti"
 
 
 class RevocationCreate(BaseModel):
