@@ -8,6 +8,8 @@ bare-ASGI hello-world on the same ASGI server in the same run; one JSON document
 For each server (uvicorn with httptools and uvloop, granian; 1 and 2 workers) it serves the
 baseline app, then Tabard on a fresh database with an enterprise org, one agent and N client
 secrets, and drives every target from separate load-generator processes (bench/loadgen.py).
+Several workers share Redis (db 8 by default) as their kv store, on SQLite too: `tabard serve`
+refuses several workers on the in-process one. Rate limits stay on, set far above the load.
 """
 
 from __future__ import annotations
@@ -87,20 +89,25 @@ class ServerKind:
 
 @dataclass(frozen=True)
 class Backend:
-    """Where Tabard keeps its state: embedded defaults, or PostgreSQL plus Redis."""
+    """Where Tabard keeps its state: SQLite (with the in-process kv store for one worker, Redis
+    for several: `tabard serve` refuses several workers on an unshared kv), or PostgreSQL plus
+    Redis."""
 
     name: str  # sqlite | postgres
+    redis_url: str
     database_url: str = ""
-    redis_url: str = ""
 
-    def env(self) -> dict[str, str]:
-        if self.name == "sqlite":
-            return {}
-        return {
-            "TABARD_DATABASE_URL": self.database_url,
-            "TABARD_KV_BACKEND": "redis",
-            "TABARD_REDIS_URL": self.redis_url,
-        }
+    def kv_is_redis(self, workers: int) -> bool:
+        return self.name == "postgres" or workers > 1
+
+    def label(self, workers: int) -> str:
+        return f"{self.name}+redis" if self.kv_is_redis(workers) else self.name
+
+    def env(self, workers: int) -> dict[str, str]:
+        env = {"TABARD_DATABASE_URL": self.database_url} if self.name == "postgres" else {}
+        if self.kv_is_redis(workers):
+            env |= {"TABARD_KV_BACKEND": "redis", "TABARD_REDIS_URL": self.redis_url}
+        return env
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--database-url", default=DEFAULT_POSTGRES_URL, help="wiped; name has bench"
     )
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="flushed before each server")
+    parser.add_argument(
+        "--redis-url", default=DEFAULT_REDIS_URL, help="flushed before each server that uses it"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the first server's issuance")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--cprofile-tokens", type=int, default=300, help="sequential, in-process")
@@ -175,7 +184,7 @@ def server_kinds(text: str) -> list[ServerKind]:
 # Servers --------------------------------------------------------------------------------------
 
 
-def tabard_env(backend: Backend, admin_secret: str) -> dict[str, str]:
+def tabard_env(backend: Backend, workers: int, admin_secret: str) -> dict[str, str]:
     """Settings of the Tabard under test: fixed keys (workers never race to create them), limits
     that stay on but are never reached, and the backend."""
     return {
@@ -189,7 +198,7 @@ def tabard_env(backend: Backend, admin_secret: str) -> dict[str, str]:
         "TABARD_API_RATE_LIMIT_BURST": UNREACHED_RATE,
         "TABARD_LOG_FORMAT": "json",
         "TABARD_LOG_LEVEL": "warning",
-        **backend.env(),
+        **backend.env(workers),
     }
 
 
@@ -237,12 +246,15 @@ def granian_command(kind: ServerKind, port: int) -> list[str]:
     return [*command, "--log-level", "warning", "--no-access-log"]
 
 
-def reset_backend(backend: Backend) -> None:
-    """Empty PostgreSQL's public schema and the Redis database (tabard serve migrates)."""
-    if backend.name != "postgres":
-        return
+def reset_backend(backend: Backend, workers: int) -> None:
+    """Empty PostgreSQL's public schema (tabard serve migrates) and the Redis database."""
     import asyncpg
     import redis
+
+    if backend.kv_is_redis(workers):
+        redis.Redis.from_url(backend.redis_url).flushdb()
+    if backend.name != "postgres":
+        return
 
     async def drop() -> None:
         connection = await asyncpg.connect(backend.database_url)
@@ -252,7 +264,6 @@ def reset_backend(backend: Backend) -> None:
             await connection.close()
 
     asyncio.run(drop())
-    redis.Redis.from_url(backend.redis_url).flushdb()
 
 
 def ensure_postgres_database(url: str) -> None:
@@ -464,10 +475,10 @@ def bench_server(
     with baseline(kind, scratch) as server:
         base = measure(server, Spec("baseline", "GET", "/"), plan)
     rows = [labelled(kind, backend, row("baseline", kind.workers, base, base))]
-    reset_backend(backend)
+    reset_backend(backend, kind.workers)
     admin_secret = secrets.token_urlsafe(36)
     profile = None
-    with tabard(kind, scratch, tabard_env(backend, admin_secret)) as server:
+    with tabard(kind, scratch, tabard_env(backend, kind.workers, admin_secret)) as server:
         fixture = provision(server, admin_secret, args.credentials)
         for spec in specs(fixture, args.targets.split(",")):
             log(f"{kind.label}: tabard {spec.method} {spec.path}")
@@ -477,7 +488,10 @@ def bench_server(
             log(f"{kind.label}: profiling token issuance with py-spy")
             token_spec = specs(fixture, ["token"])[0]
             profile_plan = LoadPlan(plan.clients, plan.connections, 2.0, args.profile_seconds)
-            raw = RESULTS_DIR / f"tokens-profile-{backend.name}-{kind.name}.txt"
+            raw = (
+                RESULTS_DIR
+                / f"tokens-profile-{backend.label(kind.workers)}-{kind.name}-{kind.workers}.txt"
+            )
             profile = profile_server(
                 server,
                 lambda: measure(server, token_spec, profile_plan),
@@ -489,7 +503,7 @@ def bench_server(
 
 
 def labelled(kind: ServerKind, backend: Backend, result: dict[str, Any]) -> dict[str, Any]:
-    result = {"server": kind.name, "backend": backend.name, **result}
+    result = {"server": kind.name, "backend": backend.label(kind.workers), **result}
     if result["target"] == "token":
         result["meets_target"] = (
             result["rps"] >= TARGET_TOKENS_PER_S
@@ -528,10 +542,10 @@ def main() -> None:
     """Every server kind on the chosen backend; JSON to stdout and to --output."""
     args = parse_args()
     terminate_on_sigterm()
-    backend = Backend("sqlite")
+    backend = Backend("sqlite", args.redis_url)
     if args.backend == "postgres":
         ensure_postgres_database(args.database_url)
-        backend = Backend("postgres", args.database_url, args.redis_url)
+        backend = Backend("postgres", args.redis_url, args.database_url)
     plan = LoadPlan(args.clients, args.connections, args.warmup, args.duration)
     rows: list[dict[str, Any]] = []
     profile = None
@@ -543,10 +557,10 @@ def main() -> None:
             rows += kind_rows
             profile = profile or kind_profile
         log("in-process: round trips per token, cProfile by step, database layer costs")
-        reset_backend(backend)
-        per_token = round_trips(backend.env(), Path(scratch))
-        reset_backend(backend)
-        steps = profile_steps(backend.env(), Path(scratch), args.cprofile_tokens)
+        reset_backend(backend, 1)
+        per_token = round_trips(backend.env(1), Path(scratch))
+        reset_backend(backend, 1)
+        steps = profile_steps(backend.env(1), Path(scratch), args.cprofile_tokens)
         layers = db_layer_costs(Path(scratch))
     document = {
         "machine": machine(),
