@@ -6,6 +6,7 @@ admin (404 for anyone else); a decommissioned agent's documents answer 410 Gone.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,19 +36,22 @@ async def agent_did_document(
     return await _document(session, settings, agent)
 
 
-async def registry_did_document(session: AsyncSession, settings: Settings) -> dict[str, Any]:
-    jwks = await signing_keys.jwks(session)
+async def registry_did_document(
+    session: AsyncSession, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """The registry's own DID document: the signing keys published at `now`."""
+    jwks = await signing_keys.jwks(session, now=now)
     return did.registry_document(did.web_did(settings.public_url), jwks, settings.public_url)
 
 
 async def resolve(
-    session: AsyncSession, actor: Actor, settings: Settings, identifier: str
+    session: AsyncSession, actor: Actor, settings: Settings, identifier: str, now: datetime
 ) -> dict[str, Any]:
     """A DID resolution result for one of our did:web DIDs or any did:key."""
     if identifier.startswith("did:key:"):
         return await _resolve_did_key(session, actor, identifier)
     if identifier == did.web_did(settings.public_url):
-        document = await registry_did_document(session, settings)
+        document = await registry_did_document(session, settings, now)
         return did.resolution_result(document, metadata={})
     agent_id = did.agent_id_from_did(settings.public_url, identifier)
     if agent_id is None:

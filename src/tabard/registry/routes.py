@@ -174,7 +174,9 @@ async def registry_did_document(runtime: RuntimeDep) -> JSONResponse:
         algorithm=runtime.settings.signing_algorithm,
     )
     async with runtime.database.read_only() as session:
-        document = await documents.registry_did_document(session, runtime.settings)
+        document = await documents.registry_did_document(
+            session, runtime.settings, runtime.clock.now()
+        )
     DID_DOCUMENTS_SERVED.inc()
     return JSONResponse(document, media_type=DID_CONTENT_TYPE)
 
@@ -189,7 +191,7 @@ async def resolve_did(did: str, runtime: RuntimeDep, ctx: ContextDep) -> dict[st
         algorithm=runtime.settings.signing_algorithm,
     )
     async with runtime.database.read_only() as session:
-        result = await documents.resolve(session, ctx.actor, runtime.settings, did)
+        result = await documents.resolve(session, ctx.actor, runtime.settings, did, ctx.clock.now())
     DID_DOCUMENTS_SERVED.inc()
     return result
 
