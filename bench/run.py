@@ -195,6 +195,13 @@ def baseline_server(workers: int, scratch: Path) -> Iterator[Server]:
         yield server
 
 
+BENCH_REDIS_URL = "redis://127.0.0.1:6379/9"
+SHARED_KV = {"TABARD_KV_BACKEND": "redis", "TABARD_REDIS_URL": BENCH_REDIS_URL}
+UNLIMITED_QUOTAS = json.dumps(
+    {"free": {"api_calls_per_day": None, "tokens_per_day": None, "tokens_per_month": None}}
+)
+
+
 @contextmanager
 def tabard_server(
     workers: int,
@@ -218,6 +225,11 @@ def tabard_server(
             "TABARD_LOG_FORMAT": "json",
             "TABARD_LOG_LEVEL": "warning",
             "TABARD_ADMIN_SECRET": admin_secret,
+            # The load is the point: rate limits and the free tier's daily quota would cut it short.
+            "TABARD_API_RATE_LIMIT_PER_SECOND": "0",
+            "TABARD_TIER_QUOTAS": UNLIMITED_QUOTAS,
+            # Several workers must share a kv store: `tabard serve` refuses the in-process one.
+            **(SHARED_KV if workers > 1 else {}),
             **(extra_env or {}),
         }
     )

@@ -66,6 +66,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+SQLITE_POOL_SIZE = 20
+
+
 def create_engine(settings: Settings, *, for_migrations: bool = False) -> AsyncEngine:
     """The async engine for `settings`; `for_migrations` leaves transaction control to Alembic."""
     url = settings.resolved_database_url
@@ -74,6 +77,10 @@ def create_engine(settings: Settings, *, for_migrations: bool = False) -> AsyncE
         engine = create_async_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            # Opening a connection costs a driver thread and four PRAGMAs: keep enough of them
+            # that bursts of concurrent requests reuse connections instead of churning overflow.
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_POOL_SIZE,
             # Every transaction is ended by its unit of work, so the pool's extra ROLLBACK on
             # check-in would only cost another round trip to the driver's thread.
             pool_reset_on_return=None,
