@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from tabard import __version__
 from tabard.api.health import router as health_router
+from tabard.api.hot_routes import HotRoutes
 from tabard.api.middleware import RequestContextMiddleware
 from tabard.api.principals import optional_principal, require_principal
 from tabard.api.problems import install_problem_handlers
@@ -50,6 +51,7 @@ from tabard.tokens import caller_cache, revocation
 from tabard.tokens.resource import ResourceAuthenticator
 from tabard.tokens.routes import oauth_router
 from tabard.tokens.routes import router as tokens_router
+from tabard.tokens.routes import token as token_endpoint
 from tabard.tokens.service import TokenService
 
 
@@ -118,6 +120,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     for public_router in (registry_public_router, keys_public_router):
         app.include_router(public_router, dependencies=[Depends(optional_principal)])
     wire_domain_hooks()
+    # Innermost of our middleware: the token endpoint skips FastAPI's router, nothing else.
+    app.add_middleware(HotRoutes, routes={("POST", "/oauth2/token"): token_endpoint})
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

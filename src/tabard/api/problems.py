@@ -61,6 +61,11 @@ def problem(
 
 async def _tabard_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TabardError)
+    return await tabard_error_response(request, exc)
+
+
+async def tabard_error_response(request: Request, exc: TabardError) -> JSONResponse:
+    """The problem+json answer to a domain error (401 and 403 are also audited)."""
     if exc.status in (401, 403):
         await _audit_denial(request, exc)
     return problem(
@@ -136,7 +141,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(TabardError, _tabard_error)
+    app.add_exception_handler(TabardError, _tabard_error)  # also used by api.hot_routes
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
