@@ -326,3 +326,22 @@ class TestOrgTokenLifetime:
         body = {"access_token_lifetime_seconds": 3600}
         response = await client.patch(self.URL, json=body, headers=bearer(token))
         assert response.status_code == 403, response.text
+
+
+class TestCredentialLastUse:
+    async def test_issuing_records_the_credentials_last_use_at_most_once_a_minute(
+        self, client: httpx.AsyncClient, clock: FrozenClock
+    ) -> None:
+        agent = await agent_client(client)
+        url = f"/v1/orgs/acme/agents/{agent.agent['id']}/credentials/{agent.credential_id}"
+        assert (await client.get(url, headers=ADMIN)).json()["last_used_at"] is None
+
+        assert (await request_token(client, agent)).status_code == 200
+        first = (await client.get(url, headers=ADMIN)).json()["last_used_at"]
+        assert first is not None
+        clock.advance(30)
+        assert (await request_token(client, agent)).status_code == 200
+        assert (await client.get(url, headers=ADMIN)).json()["last_used_at"] == first
+        clock.advance(31)
+        assert (await request_token(client, agent)).status_code == 200
+        assert (await client.get(url, headers=ADMIN)).json()["last_used_at"] != first

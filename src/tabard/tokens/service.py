@@ -18,6 +18,7 @@ from tabard.core.context import ANONYMOUS, Actor, ActorKind, Context
 from tabard.core.group_commit import GroupCommitter
 from tabard.core.metrics import DELEGATION_CHAINS_CREATED, TOKEN_REQUESTS_DENIED, TOKENS_ISSUED
 from tabard.core.runtime import Runtime
+from tabard.credentials import service as credentials
 from tabard.limits import service as limits
 from tabard.limits.schemas import QuotaKind
 from tabard.registry import service as registry
@@ -68,6 +69,8 @@ _AUDITED_DENIALS = (
     UnauthorizedClient,
     InvalidDpopProofError,
 )
+LAST_USED_RESOLUTION_SECONDS = 60.0
+_RECORDED_USE_ENTRIES = 100_000
 GRANT_TYPES = (client_credentials.GRANT_TYPE, token_exchange.GRANT_TYPE)
 _GRANT_NAMES = {client_credentials.GRANT_TYPE: "client_credentials"}
 _GRANT_NAMES[token_exchange.GRANT_TYPE] = "token_exchange"
@@ -97,6 +100,7 @@ class TokenService:
             clock=runtime.clock,
             audiences=(self.token_endpoint, self.issuer),
         )
+        self._recorded_use: dict[str, float] = {}
         self.callers = CallerCache(self.revocations, runtime.clock, runtime.secret_key)
         self.committer: GroupCommitter[IssueRecord] = GroupCommitter(
             runtime.database, _write_issue_records
@@ -299,9 +303,21 @@ class TokenService:
             )
         entry = audit.AuditEntry(ctx, "token.issued", grant.org_id, details=details)
         # Issued tokens are audited before the response leaves, many requests per commit.
-        await self.committer.submit(IssueRecord(entry, chain))
+        used = self._stale_use(caller.client.credential_id)
+        await self.committer.submit(IssueRecord(entry, chain, used))
         if new_chain:
             DELEGATION_CHAINS_CREATED.inc()
+
+    def _stale_use(self, credential_id: str) -> str | None:
+        """The credential id when its `last_used_at` was not written in the last minute (by this
+        process): it is advisory, so it costs a write a minute, not one per token."""
+        now = self.runtime.clock.timestamp()
+        if now - self._recorded_use.get(credential_id, 0.0) < LAST_USED_RESOLUTION_SECONDS:
+            return None
+        if len(self._recorded_use) > _RECORDED_USE_ENTRIES:
+            self._recorded_use.clear()
+        self._recorded_use[credential_id] = now
+        return credential_id
 
     async def close(self) -> None:
         await self.committer.close()
@@ -327,14 +343,19 @@ class TokenService:
 
 @dataclass(frozen=True, slots=True)
 class IssueRecord:
-    """What issuing one token writes: its audit event and, for a new delegation chain, the chain."""
+    """What issuing one token writes: its audit event, the chain of a new delegation, and the
+    credential's last-used time when it is stale."""
 
     entry: audit.AuditEntry
     chain: DelegationChain | None
+    used_credential_id: str | None = None
 
 
 async def _write_issue_records(session: AsyncSession, records: Sequence[IssueRecord]) -> None:
     session.add_all([record.chain for record in records if record.chain is not None])
+    used = {record.used_credential_id for record in records} - {None}
+    for credential_id in sorted(str(used_id) for used_id in used):
+        await credentials.record_use(session, credential_id, records[0].entry.ctx.clock)
     await audit.record_batch(session, [record.entry for record in records])
 
 
