@@ -13,6 +13,7 @@ from joserfc.errors import BadSignatureError
 from joserfc.jwk import KeySet, import_key
 
 from tabard.core.config import ConfigError, load_settings
+from tabard.core.jose import jwk_thumbprint as thumbprint
 from tabard.core.runtime import Runtime
 from tabard.signing import service as keys
 from tabard.signing.algorithms import (
@@ -21,7 +22,6 @@ from tabard.signing.algorithms import (
     material,
     parse_algorithm,
     public_jwk,
-    thumbprint,
 )
 from tests.signing.support import active, b64url, compact_jws, rotate
 

@@ -8,14 +8,14 @@ SEC1 compressed points (33 bytes, codec ``p256-pub`` 0x1200). Resolution is pure
 local: the DID document is derived from the key, nothing is fetched.
 """
 
-import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
 import base58
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from tabard.core.jose import b64url_decode, b64url_encode
 
 __all__ = ["InvalidDidKey", "did_key_document", "did_key_from_jwk", "jwk_from_did_key"]
 
@@ -36,15 +36,9 @@ def _b64url_decode(value: Any, name: str) -> bytes:
     if not isinstance(value, str):
         raise InvalidDidKey(f"JWK member {name!r} must be a base64url string")
     try:
-        # validate=True makes stray characters an error instead of silently skipped.
-        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
-    except binascii.Error as exc:
+        return b64url_decode(value)
+    except ValueError as exc:
         raise InvalidDidKey(f"JWK member {name!r} is not valid base64url") from exc
-
-
-def _b64url_encode(data: bytes) -> str:
-    """Encode bytes as unpadded base64url, as JWK requires (RFC 7518 section 6)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _p256_point(encoded: bytes) -> ec.EllipticCurvePublicKey:
@@ -99,7 +93,7 @@ def jwk_from_did_key(did: str) -> dict[str, str]:
         key = data[len(_ED25519_CODEC) :]
         if len(key) != _ED25519_LEN:
             raise InvalidDidKey(f"Ed25519 key must be {_ED25519_LEN} bytes, got {len(key)}")
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64url_encode(key)}
+        return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(key)}
     if data.startswith(_P256_CODEC):
         key = data[len(_P256_CODEC) :]
         if len(key) != 1 + _P256_COORD_LEN:
@@ -108,8 +102,8 @@ def jwk_from_did_key(did: str) -> dict[str, str]:
         return {
             "kty": "EC",
             "crv": "P-256",
-            "x": _b64url_encode(numbers.x.to_bytes(_P256_COORD_LEN, "big")),
-            "y": _b64url_encode(numbers.y.to_bytes(_P256_COORD_LEN, "big")),
+            "x": b64url_encode(numbers.x.to_bytes(_P256_COORD_LEN, "big")),
+            "y": b64url_encode(numbers.y.to_bytes(_P256_COORD_LEN, "big")),
         }
     raise InvalidDidKey("did:key uses an unsupported multicodec key type")
 

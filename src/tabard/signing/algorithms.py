@@ -1,4 +1,4 @@
-"""Signing algorithms: key generation, public JWKs, thumbprints and raw JWS signatures.
+"""Signing algorithms: key generation, public JWKs and raw JWS signatures.
 
 ES256 (P-256, RFC 7518 §3.4), Ed25519 (fully specified JOSE name, RFC 9864 §2; the older
 `EdDSA` name is accepted on input) and RS256 (RSA 3072, RFC 7518 §3.3). Signing uses the
@@ -7,9 +7,6 @@ ES256 (P-256, RFC 7518 §3.4), Ed25519 (fully specified JOSE name, RFC 9864 §2;
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,6 +15,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from tabard.core.jose import b64url_encode
 
 RSA_KEY_BITS = 3072
 _P256_COORDINATE_BYTES = 32
@@ -104,20 +103,18 @@ def public_jwk(public_key: PublicKey) -> dict[str, str]:
         return {
             "kty": "EC",
             "crv": "P-256",
-            "x": _b64(numbers.x.to_bytes(_P256_COORDINATE_BYTES, "big")),
-            "y": _b64(numbers.y.to_bytes(_P256_COORDINATE_BYTES, "big")),
+            "x": b64url_encode(numbers.x.to_bytes(_P256_COORDINATE_BYTES, "big")),
+            "y": b64url_encode(numbers.y.to_bytes(_P256_COORDINATE_BYTES, "big")),
         }
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}
+        return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw)}
     numbers_rsa = public_key.public_numbers()
-    return {"kty": "RSA", "n": _b64(_unsigned(numbers_rsa.n)), "e": _b64(_unsigned(numbers_rsa.e))}
-
-
-def thumbprint(jwk: dict[str, str]) -> str:
-    """RFC 7638 §3: SHA-256 over the required members in lexicographic order, base64url."""
-    canonical = json.dumps(dict(sorted(jwk.items())), separators=(",", ":"))
-    return _b64(hashlib.sha256(canonical.encode()).digest())
+    return {
+        "kty": "RSA",
+        "n": b64url_encode(_unsigned(numbers_rsa.n)),
+        "e": b64url_encode(_unsigned(numbers_rsa.e)),
+    }
 
 
 def published_jwk(kid: str, alg: str, jwk: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +144,3 @@ def _raw_ecdsa(der: bytes) -> bytes:
 
 def _unsigned(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

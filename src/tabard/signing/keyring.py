@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.core.clock import Clock
 from tabard.core.db import Database
+from tabard.core.jose import jwk_thumbprint
 from tabard.core.keystore import KeyStore
 from tabard.signing.algorithms import (
     SigningAlgorithm,
@@ -36,7 +37,6 @@ from tabard.signing.algorithms import (
     private_pem,
     public_jwk,
     published_jwk,
-    thumbprint,
 )
 from tabard.signing.errors import SigningKeyUnavailable
 from tabard.signing.models import SigningKey
@@ -55,7 +55,7 @@ async def new_key_row(alg: SigningAlgorithm, keystore: KeyStore, now: datetime) 
     """A new active key row: generated off the event loop, private half sealed, kid RFC 7638."""
     private_key = await asyncio.to_thread(generate_private_key, alg)
     jwk = public_jwk(private_key.public_key())
-    kid = thumbprint(jwk)
+    kid = jwk_thumbprint(jwk)
     return SigningKey(
         kid=kid,
         alg=alg.value,

@@ -9,7 +9,6 @@ Revoking removes keys from the JWKS at once (the emergency path).
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from tabard.core.config import Settings
 from tabard.core.context import Context
 from tabard.core.db import Database
 from tabard.core.hooks import Hook
+from tabard.core.jose import b64url_encode
 from tabard.core.keystore import KeyStore
 from tabard.signing import keyring
 from tabard.signing.algorithms import SigningAlgorithm, SigningMaterial, parse_algorithm
@@ -114,9 +114,9 @@ def sign_detached(material: SigningMaterial, payload: bytes, **header: str) -> t
     RFC 7515 appendix F: the signing input is still `header.payload`; only transport omits it.
     """
     protected = {"alg": material.alg, "kid": material.kid, **header}
-    encoded_header = _b64(json.dumps(protected, separators=(",", ":")).encode())
-    signature = material.sign(f"{encoded_header}.{_b64(payload)}".encode())
-    return encoded_header, _b64(signature)
+    encoded_header = b64url_encode(json.dumps(protected, separators=(",", ":")).encode())
+    signature = material.sign(f"{encoded_header}.{b64url_encode(payload)}".encode())
+    return encoded_header, b64url_encode(signature)
 
 
 async def rotate(
@@ -256,7 +256,3 @@ def _conflict() -> SigningKeyRotationConflict:
         "another rotation changed the active signing key at the same time; "
         "list the keys and rotate again if a new key is still needed"
     )
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

@@ -7,7 +7,6 @@ token costs one signature and two small JSON dumps.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from tabard.core.ids import new_id
+from tabard.core.jose import b64url_encode
 from tabard.signing.service import SigningMaterial
 
 # JWT `typ` values and RFC 8693 token type URIs: names, not secrets.
@@ -24,24 +24,22 @@ TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noq
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
 
 
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @lru_cache(maxsize=64)
 def _encoded_header(alg: str, kid: str, typ: str) -> str:
-    return b64url(_json({"alg": alg, "kid": kid, "typ": typ}))
+    return b64url_encode(_json({"alg": alg, "kid": kid, "typ": typ}))
 
 
 def encode_jwt(material: SigningMaterial, claims: dict[str, Any], typ: str) -> str:
     """A compact JWS over `claims` with the header {alg, kid, typ}."""
-    signing_input = f"{_encoded_header(material.alg, material.kid, typ)}.{b64url(_json(claims))}"
+    signing_input = (
+        f"{_encoded_header(material.alg, material.kid, typ)}.{b64url_encode(_json(claims))}"
+    )
     signature = material.sign(signing_input.encode())
-    return f"{signing_input}.{b64url(signature)}"
+    return f"{signing_input}.{b64url_encode(signature)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.core.clock import Clock
+from tabard.core.jose import b64url_json
 from tabard.core.kv import KeyValueStore
 from tabard.credentials import service as credentials
 from tabard.credentials.errors import ClientAuthenticationFailed
@@ -127,8 +127,8 @@ def _unverified_claims(assertion: str) -> dict[str, Any]:
     try:
         if len(parts) != 3:
             raise ValueError("not a compact JWS")
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        payload = b64url_json(parts[1])
+    except ValueError:
         raise InvalidClient(
             "the client assertion is not a JWT", reason="assertion_malformed"
         ) from None

@@ -10,13 +10,10 @@ protection does need the shared store: each `jti` is claimed once per key in the
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tabard.core.clock import Clock
+from tabard.core.jose import b64url_decode, b64url_encode, jwk_thumbprint
 from tabard.core.kv import KeyValueStore
 from tabard.tokens.htu import normalized_htu
 
@@ -40,12 +38,6 @@ MAX_RSA_BITS: Final = 8192  # verification cost grows with the modulus; bound wh
 MAX_RSA_EXPONENT_BITS: Final = 64
 
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_THUMBPRINT_MEMBERS: Final = {
-    "EC": ("crv", "kty", "x", "y"),
-    "OKP": ("crv", "kty", "x"),
-    "RSA": ("e", "kty", "n"),
-}
-_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 _NONCE_CONTEXT: Final = b"tabard/dpop-nonce/v1"
 _NONCE_MAC_BYTES: Final = 16
 
@@ -86,25 +78,9 @@ class DpopProof:
     public_jwk: dict[str, Any]
 
 
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
-    """The RFC 7638 SHA-256 thumbprint of an EC, OKP or RSA key, base64url without padding.
-
-    Raises ValueError for another key type or a required member that is missing or not a string.
-    """
-    kty = jwk.get("kty")
-    members = _THUMBPRINT_MEMBERS.get(kty) if isinstance(kty, str) else None
-    if members is None:
-        raise ValueError(f"no thumbprint for key type {kty!r} (EC, OKP, RSA)")
-    required = {name: jwk.get(name) for name in members}
-    if not all(isinstance(value, str) for value in required.values()):
-        raise ValueError(f"a {kty} key needs string members {', '.join(members)}")
-    canonical = json.dumps(required, separators=(",", ":"), sort_keys=True)
-    return _b64url_encode(hashlib.sha256(canonical.encode()).digest())
-
-
 def ath_for(token: str) -> str:
     """The `ath` claim for an access token: base64url(SHA-256(token)) (RFC 9449 §4.2)."""
-    return _b64url_encode(hashlib.sha256(token.encode()).digest())
+    return b64url_encode(hashlib.sha256(token.encode()).digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +236,7 @@ class DpopVerifier:
     def _nonce_of(self, window: int) -> bytes:
         counter = window.to_bytes(8, "big", signed=True)
         mac = hmac.new(self._nonce_key, counter, hashlib.sha256).digest()[:_NONCE_MAC_BYTES]
-        return base64.urlsafe_b64encode(counter + mac).rstrip(b"=")
+        return b64url_encode(counter + mac).encode("ascii")
 
 
 def _split_compact(proof: str | None) -> tuple[str, str, str]:
@@ -361,7 +337,7 @@ def _key_member(jwk: Mapping[str, Any], name: str, length: int | None = None) ->
     if not isinstance(value, str):
         raise ValueError(f"member {name!r} must be a base64url string")
     raw = _b64url_decode(value, f"jwk member {name!r}")
-    if _b64url_encode(raw) != value or (length is not None and len(raw) != length):
+    if b64url_encode(raw) != value or (length is not None and len(raw) != length):
         raise ValueError(f"member {name!r} is not a canonical encoding of the right length")
     return raw
 
@@ -419,16 +395,10 @@ def _decode_json(segment: str, part: str) -> dict[str, Any]:
 
 def _b64url_decode(segment: str, part: str) -> bytes:
     """Strict base64url without padding (RFC 7515 §2); InvalidDpopProof naming `part` otherwise."""
-    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
-        raise InvalidDpopProof(f"DPoP proof {part} is not base64url")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
+        return b64url_decode(segment)
+    except ValueError:
         raise InvalidDpopProof(f"DPoP proof {part} is not base64url") from None
-
-
-def _b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _same(left: str, right: str) -> bool:

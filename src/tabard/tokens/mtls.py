@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tabard.core.config import Settings
-from tabard.tokens.access_tokens import b64url
+from tabard.core.jose import b64url_encode
 
 
 def certificate_thumbprint(
@@ -63,4 +63,4 @@ def _thumbprint_of_pem(pem: str) -> str | None:
         certificate = x509.load_pem_x509_certificate(pem.encode())
     except ValueError:
         return None
-    return b64url(hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest())
+    return b64url_encode(hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest())
