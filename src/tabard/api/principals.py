@@ -15,8 +15,7 @@ from tabard.limits.schemas import QuotaKind
 from tabard.tenancy import service as tenancy
 from tabard.tenancy.authentication import (
     AdminAuthenticator,
-    authenticate_org_key,
-    looks_like_org_key,
+    authenticate_api_secret,
     record_key_use,
 )
 from tabard.tokens.resource import ResourceAuthenticator, presented_token
@@ -47,14 +46,10 @@ async def require_principal(request: Request) -> None:
         return
     token = _bearer_token(request)
     admin: AdminAuthenticator = request.app.state.admin_authenticator
-    stale = False
     async with runtime.database.read_only() as session:
-        if looks_like_org_key(token):
-            actor, stale = await authenticate_org_key(
-                session, runtime.secret_key, token, runtime.clock
-            )
-        else:
-            actor = await admin.authenticate(session, token)
+        actor, stale = await authenticate_api_secret(
+            session, admin, runtime.secret_key, token, runtime.clock
+        )
     request.state.actor = actor
     await _count_call(request, runtime, actor)
     if stale and actor.id is not None:

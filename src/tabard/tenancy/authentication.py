@@ -46,6 +46,16 @@ async def authenticate_org_key(
     return Actor(ActorKind.ORG_KEY, key.id, key.org_id), stale
 
 
+async def authenticate_api_secret(
+    session: AsyncSession, admin: AdminAuthenticator, secret_key: bytes, token: str, clock: Clock
+) -> tuple[Actor, bool]:
+    """An org API key's or the platform admin's actor, and whether an org key's last-used time
+    is stale enough to record. Raises `InvalidCredentials` or `OrgSuspended`."""
+    if looks_like_org_key(token):
+        return await authenticate_org_key(session, secret_key, token, clock)
+    return await admin.authenticate(session, token), False
+
+
 async def record_key_use(session: AsyncSession, key_id: str, clock: Clock) -> None:
     await session.execute(
         update(OrgApiKey).where(OrgApiKey.id == key_id).values(last_used_at=clock.now())

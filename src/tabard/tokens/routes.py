@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from tabard.core.runtime import ActorDep, ContextDep, RuntimeDep, get_runtime
 from tabard.tenancy import policy as tenancy_policy
-from tabard.tenancy.authentication import authenticate_org_key, looks_like_org_key
+from tabard.tenancy.authentication import authenticate_api_secret
 from tabard.tenancy.errors import InvalidCredentials, OrgSuspended
 from tabard.tokens import discovery, org_revocations, org_settings
 from tabard.tokens import policy as tokens_policy
@@ -201,17 +201,15 @@ async def _requester(request: Request, form: TokenRequest) -> Requester:
 
 async def _api_key_requester(request: Request, secret: str) -> Requester:
     runtime = get_runtime(request)
+    admin = request.app.state.admin_authenticator
     try:
         async with runtime.database.read_only() as session:
-            if looks_like_org_key(secret):
-                actor, _ = await authenticate_org_key(
-                    session, runtime.secret_key, secret, runtime.clock
-                )
-                return Requester(org_id=actor.org_id)
-            await request.app.state.admin_authenticator.authenticate(session, secret)
-            return Requester(org_id=None)
+            actor, _ = await authenticate_api_secret(
+                session, admin, runtime.secret_key, secret, runtime.clock
+            )
     except (InvalidCredentials, OrgSuspended):
         raise InvalidClient("the bearer credential is not valid", reason="bad_api_key") from None
+    return Requester(org_id=actor.org_id)
 
 
 # Org-facing REST routes ---------------------------------------------------------------------
