@@ -34,9 +34,8 @@ async def other(settings: Settings, clock: FrozenClock) -> AsyncIterator[Runtime
 
 
 async def _verification_keys(runtime: Runtime) -> dict[str, object]:
-    async with runtime.database.read_only() as session:
-        cache = keys.keys_for(runtime.keystore, runtime.clock)
-        return dict(await cache.verification_keys(session))
+    cache = keys.keys_for(runtime.keystore, runtime.clock)
+    return dict(await cache.verification_keys(runtime.database))
 
 
 class TestKeyCache:
@@ -76,14 +75,11 @@ class TestKeyCache:
     ) -> None:
         await active(runtime)
         cache = keys.keys_for(runtime.keystore, runtime.clock)
-        async with runtime.database.read_only() as session:
-            await cache.verification_keys(session)
+        await cache.verification_keys(runtime.database)
         new = (await rotate(other)).key
-        async with runtime.database.read_only() as session:
-            assert await cache.verification_key(session, new.kid) is None  # just read: no query
+        assert await cache.verification_key(runtime.database, new.kid) is None  # just read
         clock.advance(UNKNOWN_KID_REFRESH_SECONDS)
-        async with runtime.database.read_only() as session:
-            found = await cache.verification_key(session, new.kid)
+        found = await cache.verification_key(runtime.database, new.kid)
         assert found is not None
         assert found["kid"] == new.kid
 

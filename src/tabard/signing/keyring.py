@@ -191,18 +191,28 @@ class SigningKeys:
             return cached
         return await self._read_published(session, now)
 
-    async def verification_keys(self, session: AsyncSession) -> dict[str, dict[str, Any]]:
-        """kid → public JWK of every key that may verify a live token (not revoked, published)."""
-        return dict((await self.published(session)).by_kid)
-
-    async def verification_key(self, session: AsyncSession, kid: str) -> dict[str, Any] | None:
-        """The public JWK for `kid`, re-reading once (rate-limited) when `kid` is unknown."""
-        snapshot = await self.published(session)
-        key = snapshot.by_kid.get(kid)
+    async def verification_snapshot(
+        self, database: Database, kid: str | None = None
+    ) -> PublishedKeys:
+        """The keys that may verify a live token (published, not revoked), from memory while
+        fresh; read again at once for a `kid` it lacks, at most once a second (a rotation on
+        another replica, not a flood of forged kids, is what makes a kid unknown)."""
         now = self._clock.timestamp()
-        if key is None and not 0 <= now - snapshot.read_at < UNKNOWN_KID_REFRESH_SECONDS:
-            key = (await self._read_published(session, now)).by_kid.get(kid)
-        return key
+        cached = self._published
+        if cached is not None and self._fresh(cached.read_at, now) and cached.valid_at(now):
+            just_read = 0 <= now - cached.read_at < UNKNOWN_KID_REFRESH_SECONDS
+            if kid is None or kid in cached.by_kid or just_read:
+                return cached
+        async with database.read_only() as session:
+            return await self._read_published(session, now)
+
+    async def verification_keys(self, database: Database) -> dict[str, dict[str, Any]]:
+        """kid → public JWK of every key that may verify a live token."""
+        return dict((await self.verification_snapshot(database)).by_kid)
+
+    async def verification_key(self, database: Database, kid: str) -> dict[str, Any] | None:
+        """The public JWK for `kid`, re-reading once (rate-limited) when `kid` is unknown."""
+        return (await self.verification_snapshot(database, kid)).by_kid.get(kid)
 
     def invalidate(self) -> None:
         """Forget everything read so far: the next call reads the database again."""

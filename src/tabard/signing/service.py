@@ -32,7 +32,7 @@ from tabard.core.keystore import KeyStore
 from tabard.signing import keyring
 from tabard.signing.algorithms import SigningAlgorithm, SigningMaterial, parse_algorithm
 from tabard.signing.errors import SigningKeyRotationConflict
-from tabard.signing.keyring import SigningKeys, keys_for
+from tabard.signing.keyring import PublishedKeys, SigningKeys, keys_for
 from tabard.signing.models import SigningKey
 from tabard.signing.schemas import SigningKeyStatus
 
@@ -52,6 +52,7 @@ keys_revoked: Hook[list[str]] = Hook("signing.keys_revoked")
 __all__ = [
     "DEFAULT_ALGORITHM",
     "RETIREMENT_LEEWAY",
+    "PublishedKeys",
     "Rotation",
     "SigningKeys",
     "SigningMaterial",
@@ -65,6 +66,7 @@ __all__ = [
     "rotate",
     "rotation_due",
     "sign_detached",
+    "verification_keys",
 ]
 
 
@@ -91,6 +93,13 @@ async def ensure_key(
 ) -> None:
     """Make sure a signing key exists without decrypting it (what serving the JWKS needs)."""
     await keys_for(keystore, clock).ensure(database, algorithm)
+
+
+async def verification_keys(
+    database: Database, keystore: KeyStore, clock: Clock, *, kid: str | None = None
+) -> PublishedKeys:
+    """The published keys that may verify a live token, cached per process (see `SigningKeys`)."""
+    return await keys_for(keystore, clock).verification_snapshot(database, kid)
 
 
 async def jwks(session: AsyncSession, now: datetime | None = None) -> dict[str, Any]:

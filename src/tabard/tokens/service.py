@@ -92,7 +92,7 @@ class TokenService:
             runtime.database, runtime.kv, runtime.clock, settings.revocation_sync_seconds
         )
         self.verifier = AccessTokenVerifier(
-            self.issuer, runtime.database, runtime.clock, self.revocations
+            self.issuer, runtime.database, runtime.keystore, runtime.clock, self.revocations
         )
         self.clients = ClientAuthenticator(
             secret_key=runtime.secret_key,
