@@ -8,7 +8,7 @@ token costs one signature and two small JSON dumps.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -86,6 +86,13 @@ def access_token_claims(issuer: str, grant: Grant, now: int) -> dict[str, Any]:
         claims["derived_from"] = list(grant.derived_from)
         claims["derived_clients"] = list(grant.derived_clients)
     return claims
+
+
+def audience_of(claims: Mapping[str, Any]) -> set[str]:
+    """The `aud` of a JWT as a set: a single string and a list of them mean the same."""
+    audience = claims.get("aud")
+    values = audience if isinstance(audience, list) else [audience]
+    return {value for value in values if isinstance(value, str)}
 
 
 def id_token_claims(

@@ -26,6 +26,7 @@ from tabard.core.jose import b64url_json
 from tabard.core.kv import KeyValueStore
 from tabard.credentials import service as credentials
 from tabard.credentials.errors import ClientAuthenticationFailed
+from tabard.tokens.access_tokens import audience_of
 from tabard.tokens.errors import InvalidClient, InvalidRequest
 
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -212,9 +213,7 @@ class ClientAuthenticator:
     def _check_assertion_claims(self, claims: dict[str, Any], client_id: str, now: float) -> None:
         if claims.get("iss") != client_id or claims.get("sub") != client_id:
             raise InvalidClient(reason="assertion_issuer_mismatch")
-        audience = claims.get("aud")
-        audiences = audience if isinstance(audience, list) else [audience]
-        if not any(value in self._audiences for value in audiences):
+        if not audience_of(claims) & set(self._audiences):
             raise InvalidClient(reason="assertion_audience_mismatch")
         expires = claims.get("exp")
         if not isinstance(expires, int | float) or expires <= now - _LEEWAY_SECONDS:

@@ -14,6 +14,7 @@ from typing import Any
 
 from tabard.core.context import Context
 from tabard.sdk.jwt import TokenInvalid
+from tabard.tokens.access_tokens import audience_of
 from tabard.tokens.errors import UnauthorizedClient
 from tabard.tokens.revocation import RevocationKind, revoke
 from tabard.tokens.service import TokenService
@@ -77,10 +78,8 @@ async def revoke_presented(
 def _may_know(requester: Requester, claims: dict[str, Any]) -> bool:
     if requester.is_platform_admin or claims.get("org") == requester.org_id:
         return True
-    audience = claims.get("aud")
-    values = set(audience if isinstance(audience, list) else [audience])
     own = {requester.agent_id, requester.agent_did, requester.client_id} - {None}
-    return bool(values & own)
+    return bool(audience_of(claims) & own)
 
 
 def _may_revoke(requester: Requester, claims: dict[str, Any]) -> bool:

@@ -72,8 +72,10 @@ _AUDITED_DENIALS = (
 LAST_USED_RESOLUTION_SECONDS = 60.0
 _RECORDED_USE_ENTRIES = 100_000
 GRANT_TYPES = (client_credentials.GRANT_TYPE, token_exchange.GRANT_TYPE)
-_GRANT_NAMES = {client_credentials.GRANT_TYPE: "client_credentials"}
-_GRANT_NAMES[token_exchange.GRANT_TYPE] = "token_exchange"
+_GRANT_NAMES = {
+    client_credentials.GRANT_TYPE: "client_credentials",
+    token_exchange.GRANT_TYPE: "token_exchange",
+}
 
 
 @dataclass(frozen=True, slots=True)

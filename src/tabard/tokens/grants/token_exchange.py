@@ -15,7 +15,12 @@ from typing import Any
 
 from tabard.core.ids import new_id
 from tabard.sdk.jwt import TokenInvalid
-from tabard.tokens.access_tokens import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, Grant
+from tabard.tokens.access_tokens import (
+    TOKEN_TYPE_ACCESS_TOKEN,
+    TOKEN_TYPE_JWT,
+    Grant,
+    audience_of,
+)
 from tabard.tokens.caller import Caller, TokenRequest
 from tabard.tokens.errors import InvalidGrant, InvalidRequest, InvalidScope, UnauthorizedClient
 from tabard.tokens.grants import audiences, granted_scope
@@ -103,10 +108,7 @@ def _check_actor(caller: Caller, claims: dict[str, Any]) -> None:
 
 def _check_subject_addressed_to_actor(caller: Caller, claims: dict[str, Any], issuer: str) -> None:
     """A's token may be exchanged by B only if it was issued for Tabard or for B itself."""
-    audience = claims.get("aud")
-    values = set(audience if isinstance(audience, list) else [audience])
-    acceptable = {issuer, caller.agent.id, caller.agent.did, caller.client.client_id}
-    if not values & acceptable:
+    if not audience_of(claims) & {issuer, *_actor_names(caller)}:
         raise InvalidGrant("subject_token was not issued for this actor or for Tabard")
 
 
@@ -115,12 +117,15 @@ def _check_binding_allows_exchange(caller: Caller, claims: dict[str, Any]) -> No
     certificate), so A must have addressed it to the actor by name, not just to Tabard."""
     if not claims.get("cnf"):
         return
-    audience = claims.get("aud")
-    values = set(audience if isinstance(audience, list) else [audience])
-    if not values & {caller.agent.id, caller.agent.did, caller.client.client_id}:
+    if not audience_of(claims) & _actor_names(caller):
         raise InvalidGrant(
             "a DPoP- or certificate-bound subject_token must be addressed to the actor (aud)"
         )
+
+
+def _actor_names(caller: Caller) -> set[str]:
+    """What a token addressed to the actor names in its `aud`: its agent id, DID or client id."""
+    return {caller.agent.id, caller.agent.did, caller.client.client_id}
 
 
 def _delegated_scope(
