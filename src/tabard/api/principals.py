@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import Request
 
 from tabard.core.context import Actor, ActorKind
@@ -73,7 +71,7 @@ async def _count_call(request: Request, runtime: Runtime, actor: Actor) -> None:
 async def _org_tier(request: Request, runtime: Runtime, org_id: str) -> str:
     """The org's tier, remembered for a minute per process (tiers change rarely)."""
     cache: dict[str, tuple[float, str]] = request.app.state.org_tiers
-    now = time.monotonic()
+    now = runtime.clock.timestamp()
     cached = cache.get(org_id)
     if cached is not None and cached[0] > now:
         return cached[1]

@@ -8,7 +8,6 @@ key (`cnf.jkt`: scheme `DPoP`, a fresh proof with `ath`) and/or the client certi
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +93,7 @@ class ResourceAuthenticator:
         self._policies.pop(org_id, None)
 
     async def _policy(self, org_id: str) -> org_settings.TokenPolicy:
-        now = time.monotonic()
+        now = self._service.runtime.clock.timestamp()
         cached = self._policies.get(org_id)
         if cached is not None and cached[0] > now:
             return cached[1]
