@@ -223,8 +223,7 @@ async def authenticate_secret(
 ) -> ClientCredential:
     """The credential `client_id` if `secret` is its current (or in-grace previous) secret and
     the credential and its agent are usable; else `ClientAuthenticationFailed` with the reason."""
-    statement = select(ClientCredential).where(ClientCredential.client_id == client_id)
-    credential = (await session.execute(statement)).scalar_one_or_none()
+    credential = await find_by_client_id(session, client_id)
     if credential is None or credential.auth_method != AuthMethod.CLIENT_SECRET.value:
         raise ClientAuthenticationFailed("unknown_client")
     now = clock.now()
@@ -239,8 +238,7 @@ async def authenticate_key_holder(
 ) -> ClientCredential:
     """The usable `private_key_jwt` credential `client_id`, whose keys must then verify the
     client's assertion; else `ClientAuthenticationFailed` with the reason."""
-    statement = select(ClientCredential).where(ClientCredential.client_id == client_id)
-    credential = (await session.execute(statement)).scalar_one_or_none()
+    credential = await find_by_client_id(session, client_id)
     if credential is None or credential.auth_method != AuthMethod.PRIVATE_KEY_JWT.value:
         raise ClientAuthenticationFailed("unknown_client")
     await _check_usable(session, credential, clock.now())
