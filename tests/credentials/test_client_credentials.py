@@ -640,7 +640,10 @@ class TestExpiringGauge:
         headers = bearer(token.get_secret_value()) if token is not None else {}
         response = await client.get("/metrics", headers=headers)
         assert response.status_code == 200, response.text
-        assert "tabard_credentials_expiring_soon 1.0" in response.text.splitlines()
+        assert (
+            'tabard_credentials_expiring_soon{kind="client_credential"} 1.0'
+            in response.text.splitlines()
+        )
 
     async def test_already_expired_credentials_are_not_counted(
         self, client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock

@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 
 from tests.conftest import ADMIN, bearer, create_org, create_org_key
+from tests.pki.support import csr_pem, ec_key, generate_ca, issue_certificate
 
 _AGENT = "/v1/orgs/{org_id}/agents/{agent_id}"
 _BODIES = {
@@ -26,6 +27,15 @@ _BODIES = {
     f"POST {_AGENT}/credentials/{{credential_id}}/rotate": {},
     "PATCH /v1/orgs/{org_id}/token-settings": {"require_dpop": True},
     "POST /v1/orgs/{org_id}/token-revocations": {"kind": "agent", "value": "x"},
+    "POST /v1/orgs/{org_id}/cas": {"source": "generate"},
+    "POST /v1/orgs/{org_id}/cas/{ca_id}/replace": {"source": "generate"},
+    "PATCH /v1/orgs/{org_id}/pki-settings": {"certificate_lifetime_seconds": 3600},
+    f"POST {_AGENT}/certificates": {"csr_pem": csr_pem(ec_key())},
+    f"PUT {_AGENT}/certificate-pin": {"certificate_id": "x"},
+    "POST /v1/orgs/{org_id}/certificate-revocations": {"ca_id": "x", "serial": "01"},
+    "POST /v1/orgs/{org_id}/bindings": {"agent_id": "x", "scope": ["ledger.read"]},
+    "PATCH /v1/orgs/{org_id}/bindings/{binding_id}": {"note": "owned"},
+    "PATCH /v1/orgs/{org_id}/trust-settings": {"binding_required": True},
 }
 # Routes only the platform admin may call answer 403 to any org key, before looking at the id.
 _ADMIN_ONLY = {
@@ -33,7 +43,14 @@ _ADMIN_ONLY = {
     "DELETE /v1/orgs/{org_id}",
     "POST /v1/orgs/{org_id}/suspend",
     "POST /v1/orgs/{org_id}/reactivate",
+    "POST /v1/orgs/{org_id}/approve",
+    "POST /v1/orgs/{org_id}/reject",
+    "GET /v1/invites/{invite_id}",
+    "DELETE /v1/invites/{invite_id}",
 }
+# Trust bundles and CRLs are published to every relying party, like a CA's own CRL endpoint;
+# they hold CA certificates and revoked serials, never tenant data.
+_PUBLIC_DOCUMENTS = {"GET /pki/orgs/{org_id}/bundle.pem", "GET /pki/cas/{ca_id}/crl"}
 
 
 def _routes_with_ids(app: FastAPI) -> list[tuple[str, str]]:
@@ -55,7 +72,9 @@ class TestCrossTenantAccess:
         globex_key_id = (await client.get("/v1/orgs/globex/keys", headers=ADMIN)).json()[0]["id"]
         globex_event = (await client.get("/v1/audit?org=globex", headers=ADMIN)).json()["items"][0]
         agent, kid, credential_id = await _globex_agent(client)
+        pki_ids = await _globex_pki(client, str(agent["id"]))
         ids = {
+            **pki_ids,
             "org_id": "globex",
             "key_id": globex_key_id,
             "event_id": globex_event["id"],
@@ -76,8 +95,11 @@ class TestCrossTenantAccess:
                 method, path, json=_BODIES.get(signature), headers=bearer(acme_key)
             )
             expected = 403 if signature in _ADMIN_ONLY else 404
+            if signature in _PUBLIC_DOCUMENTS:
+                expected = 200
             assert response.status_code == expected, (signature, response.text)
-            assert "Globex" not in response.text  # never the other tenant's data
+            if signature not in _PUBLIC_DOCUMENTS:  # a CA's name is in its CRL, by design
+                assert "Globex" not in response.text  # never the other tenant's data
 
         # globex is untouched: its key still works and its org is unchanged.
         assert (await client.get("/v1/me", headers=bearer(globex_key_secret))).status_code == 200
@@ -91,6 +113,13 @@ class TestCrossTenantAccess:
         assert [(c["id"], c["status"], c["name"]) for c in listed] == [
             (credential_id, "active", "default")
         ]
+        certificates = f"/v1/orgs/globex/agents/{agent['id']}/certificates"
+        listed = (await client.get(certificates, headers=ADMIN)).json()
+        assert [(c["id"], c["status"]) for c in listed] == [(ids["certificate_id"], "active")]
+        cas = (await client.get("/v1/orgs/globex/cas", headers=ADMIN)).json()
+        assert [(ca["id"], ca["status"]) for ca in cas] == [(ids["ca_id"], "active")]
+        binding = f"/v1/orgs/globex/bindings/{ids['binding_id']}"
+        assert (await client.get(binding, headers=ADMIN)).json()["status"] == "pending"
 
     async def test_acme_key_cannot_create_agents_in_globex(self, client: httpx.AsyncClient) -> None:
         await create_org(client, "acme")
@@ -132,3 +161,24 @@ async def _globex_agent(client: httpx.AsyncClient) -> tuple[dict[str, object], s
     credential = await client.post(f"{base}/credentials", json={}, headers=ADMIN)
     assert key.status_code == credential.status_code == 201
     return agent, key.json()["kid"], credential.json()["id"]
+
+
+async def _globex_pki(client: httpx.AsyncClient, agent_id: str) -> dict[str, str]:
+    """A CA, a certificate, a binding of globex's agent, and an attach invite for globex."""
+    ca = await generate_ca(client, "globex")
+    certificate, _, _ = await issue_certificate(client, "globex", agent_id)
+    binding = await client.post(
+        "/v1/orgs/globex/bindings",
+        json={"agent_id": agent_id, "scope": ["ledger.read"]},
+        headers=ADMIN,
+    )
+    invite = await client.post(
+        "/v1/invites", json={"kind": "attach", "org_id": "globex"}, headers=ADMIN
+    )
+    assert binding.status_code == invite.status_code == 201
+    return {
+        "ca_id": ca["id"],
+        "certificate_id": certificate["id"],
+        "binding_id": binding.json()["id"],
+        "invite_id": invite.json()["id"],
+    }

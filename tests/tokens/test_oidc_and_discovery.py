@@ -192,6 +192,8 @@ class TestServerMetadata:
             "client_secret_basic",
             "client_secret_post",
             "private_key_jwt",
+            "tls_client_auth",
+            "self_signed_tls_client_auth",
         }
         algorithms = set(document["token_endpoint_auth_signing_alg_values_supported"])
         assert {"ES256", "RS256", "Ed25519"} <= algorithms

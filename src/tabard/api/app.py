@@ -37,6 +37,11 @@ from tabard.credentials import service as credentials_service
 from tabard.credentials.jobs import EXPIRY_GAUGE_JOB, update_expiring_gauge_once
 from tabard.credentials.routes import router as credentials_router
 from tabard.limits.routes import router as limits_router
+from tabard.pki import jobs as pki_jobs
+from tabard.pki import revocations as pki_revocations
+from tabard.pki import service as pki_service
+from tabard.pki.routes import public_router as pki_public_router
+from tabard.pki.routes import router as pki_router
 from tabard.registry import service as registry_service
 from tabard.registry.routes import public_router as registry_public_router
 from tabard.registry.routes import router as registry_router
@@ -53,6 +58,9 @@ from tabard.tokens.routes import oauth_router
 from tabard.tokens.routes import router as tokens_router
 from tabard.tokens.routes import token as token_endpoint
 from tabard.tokens.service import TokenService
+from tabard.trust import service as trust_service
+from tabard.trust.routes import public_router as onboarding_router
+from tabard.trust.routes import router as trust_router
 
 
 def build_runtime(
@@ -114,10 +122,17 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         limits_router,
         tokens_router,
         keys_router,
+        pki_router,
+        trust_router,
     ):
         app.include_router(domain_router, dependencies=[Depends(require_principal)])
 
-    for public_router in (registry_public_router, keys_public_router):
+    for public_router in (
+        registry_public_router,
+        keys_public_router,
+        pki_public_router,
+        onboarding_router,
+    ):
         app.include_router(public_router, dependencies=[Depends(optional_principal)])
     wire_domain_hooks()
     # Innermost of our middleware: the token endpoint skips FastAPI's router, nothing else.
@@ -145,6 +160,12 @@ def wire_domain_hooks() -> None:
     tenancy_service.org_suspended.register(revocation.revoke_org_tokens)
     signing_service.keys_revoked.register(revocation.revoke_key_tokens)
     credentials_service.secret_rotated.register(caller_cache.forget_rotated_secret)
+    # Certificates: a decommissioned agent's are revoked; revoking one, or replacing its CA,
+    # ends the tokens issued from it; a withdrawn binding ends the agent's tokens (with 403).
+    registry_service.agent_retired.register(pki_revocations.revoke_agent_certificates)
+    pki_service.certificate_revoked.register(revocation.revoke_certificate_tokens)
+    pki_service.ca_replaced.register(revocation.revoke_ca_tokens)
+    trust_service.binding_withdrawn.register(revocation.revoke_unbound_agent_tokens)
 
 
 def create_app_from_env() -> FastAPI:
@@ -171,6 +192,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             settings.credential_expiry_check_interval_seconds,
             lambda: update_expiring_gauge_once(database, clock),
         ),
+        (
+            pki_jobs.EXPIRY_GAUGE_JOB,
+            settings.credential_expiry_check_interval_seconds,
+            lambda: pki_jobs.update_expiring_gauge_once(database, clock),
+        ),
     ]
     jobs = [
         asyncio.create_task(run_periodic(database, clock, name, interval, job, exclusive=False))
@@ -186,6 +212,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 KEY_ROTATION_JOB,
                 KEY_ROTATION_CHECK_INTERVAL_SECONDS,
                 lambda: rotate_if_due(database, keystore, settings, clock),
+                exclusive=True,
+            )
+        )
+    )
+    # One leader raises `certificate.expiring` once per certificate.
+    jobs.append(
+        asyncio.create_task(
+            run_periodic(
+                database,
+                clock,
+                pki_jobs.EXPIRY_EVENTS_JOB,
+                settings.credential_expiry_check_interval_seconds,
+                lambda: pki_jobs.announce_expiring_once(database, clock),
                 exclusive=True,
             )
         )

@@ -6,6 +6,7 @@ Built once by `load_settings()` and passed down; nothing else reads the environm
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TABARD_"
 MIN_PRODUCTION_SECRET_LENGTH = 32
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
 DEFAULT_TIER_AGENT_LIMITS: dict[str, int | None] = {"free": 10, "pro": 1000, "enterprise": None}
 
 
@@ -143,6 +145,19 @@ class Settings(BaseSettings):
             raise ValueError(f"unsupported value {value!r} (ES256|Ed25519|EdDSA|RS256)")
         return names[value.strip().lower()]
 
+    # PKI: the SPIFFE trust domain of every agent's SPIFFE ID (default: the public URL's host)
+    # and the default lifetime of agent certificates (orgs may choose their own, up to 90 days).
+    trust_domain: str = ""
+    certificate_lifetime_seconds: int = Field(default=86400, ge=300, le=90 * 86400)
+
+    @field_validator("trust_domain")
+    @classmethod
+    def _trust_domain(cls, value: str) -> str:
+        # SPIFFE ID spec §2.1: lowercase letters, digits, dots, dashes and underscores.
+        if value and not _TRUST_DOMAIN.fullmatch(value):
+            raise ValueError(f"not a SPIFFE trust domain name: {value!r} (a-z 0-9 . - _)")
+        return value
+
     audit_verify_interval_seconds: float = Field(default=300, gt=0)
     shutdown_grace_seconds: float = Field(default=30, gt=0)
 
@@ -232,6 +247,11 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
         return url
+
+    @property
+    def resolved_trust_domain(self) -> str:
+        """The SPIFFE trust domain: the configured one, or the public URL's host (lowercase)."""
+        return self.trust_domain or (urlparse(self.public_url).hostname or "localhost").lower()
 
     @property
     def is_postgres(self) -> bool:

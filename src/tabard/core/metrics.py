@@ -55,7 +55,8 @@ DID_DOCUMENTS_SERVED = Counter(
 )
 CREDENTIALS_EXPIRING_SOON = Gauge(
     "tabard_credentials_expiring_soon",
-    "Active client credentials that expire within 7 days.",
+    "Active credentials that expire within 7 days, by kind (client_credential, certificate).",
+    ["kind"],
     registry=REGISTRY,
 )
 TOKENS_ISSUED = Counter(
@@ -77,7 +78,7 @@ DELEGATION_CHAINS_CREATED = Counter(
 )
 TOKENS_REVOKED = Counter(
     "tabard_tokens_revoked_total",
-    "Revocations recorded, by kind (jti, chain, agent, client, org, kid).",
+    "Revocations recorded, by kind (jti, chain, agent, client, org, kid, cert, ca, binding).",
     ["kind"],
     registry=REGISTRY,
 )

@@ -14,5 +14,5 @@ async def update_expiring_gauge_once(database: Database, clock: Clock) -> int:
     """Count active credentials expiring within 7 days into `tabard_credentials_expiring_soon`."""
     async with database.read_only() as session:
         count = await service.count_expiring_soon(session, clock.now())
-    CREDENTIALS_EXPIRING_SOON.set(count)
+    CREDENTIALS_EXPIRING_SOON.labels("client_credential").set(count)
     return count

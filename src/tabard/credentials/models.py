@@ -30,6 +30,8 @@ class ClientCredential(Base):
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     jwks_uri: Mapped[str | None] = mapped_column(String(2048))
+    # The most its tokens may carry; None: the agent's capabilities.
+    scope: Mapped[list[str] | None] = mapped_column(JSON)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -8,8 +8,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from tabard.registry.schemas import Capability
+
 MAX_GRACE_SECONDS = 24 * 3600
 MAX_JWKS_KEYS = 10
+CredentialScope = Annotated[list[Capability], Field(min_length=1, max_length=64)]
 
 
 class AuthMethod(StrEnum):
@@ -40,6 +43,11 @@ class CredentialCreate(BaseModel):
     jwks_uri: Annotated[
         HttpUrl | None, Field(description="private_key_jwt: where the keys are.")
     ] = None
+    scope: CredentialScope | None = Field(
+        default=None,
+        description="The most tokens of this credential may carry (within the agent's "
+        "capabilities); omitted: all of them.",
+    )
 
 
 class CredentialUpdate(BaseModel):
@@ -50,6 +58,9 @@ class CredentialUpdate(BaseModel):
     name: Annotated[str | None, Field(min_length=1, max_length=100)] = None
     jwks: JsonWebKeySet | None = None
     jwks_uri: HttpUrl | None = None
+    scope: CredentialScope | None = Field(
+        default=None, description="A new allowed scope; null lifts the limit."
+    )
 
 
 class CredentialRotate(BaseModel):
@@ -77,6 +88,7 @@ class CredentialOut(BaseModel):
     previous_secret_expires_at: datetime | None
     jwks: dict[str, Any] | None
     jwks_uri: str | None
+    scope: list[str] | None = None
     expires_at: datetime | None
     created_at: datetime
     rotated_at: datetime | None

@@ -96,6 +96,7 @@ async def create_credential(
         auth_method=data.auth_method.value,
         status=_ACTIVE,
         expires_at=now + timedelta(seconds=data.expires_in) if data.expires_in else None,
+        scope=_allowed_scope(data.scope, agent.capabilities),
         created_at=now,
     )
     secret = None
@@ -154,6 +155,9 @@ async def update_credential(
         _set_keys(credential, data.jwks, data.jwks_uri, settings)
     if data.name is not None:
         credential.name = data.name
+    if "scope" in data.model_fields_set:
+        agent = await registry.get_agent(session, org_id, agent_id)
+        credential.scope = _allowed_scope(data.scope, agent.capabilities)
     await _changed(
         session, ctx, "credential.updated", credential, fields=sorted(data.model_fields_set)
     )
@@ -285,6 +289,15 @@ async def _check_usable(session: AsyncSession, credential: ClientCredential, now
     agent = await registry.get_agent(session, credential.org_id, credential.agent_id)
     if agent.status != AgentStatus.ACTIVE.value:
         raise ClientAuthenticationFailed(f"agent_{agent.status}", org_id)
+
+
+def _allowed_scope(scope: list[str] | None, capabilities: list[str]) -> list[str] | None:
+    if scope is None:
+        return None
+    beyond = [item for item in scope if item not in set(capabilities)]
+    if beyond:
+        raise InvalidField("body.scope", f"outside the agent's capabilities: {' '.join(beyond)}")
+    return list(dict.fromkeys(scope))
 
 
 def _secret_matches(credential: ClientCredential, digest: str, now: datetime) -> bool:

@@ -9,10 +9,12 @@ import tabard.audit.models
 import tabard.core.leases
 import tabard.core.outbox
 import tabard.credentials.models
+import tabard.pki.models
 import tabard.registry.models
 import tabard.signing.models
 import tabard.tenancy.models
-import tabard.tokens.models  # noqa: F401
+import tabard.tokens.models
+import tabard.trust.models  # noqa: F401
 from tabard.core.db import Base
 
 config = context.config

@@ -32,8 +32,6 @@ from tabard.registry.errors import (
 from tabard.registry.models import Agent, AgentCapability, AgentKey, AgentTag
 from tabard.registry.schemas import AgentCreate, AgentStatus, AgentUpdate
 from tabard.tenancy import service as tenancy
-from tabard.tenancy.errors import OrgSuspended
-from tabard.tenancy.schemas import OrgStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +86,7 @@ async def create_agent(
 ) -> Agent:
     """Register an agent with its DID; `did_for(agent_id)` makes the DID (did:web by default)."""
     org = await tenancy.lock_org(session, org_id)
-    if org.status != OrgStatus.ACTIVE.value:
-        raise OrgSuspended(f"organization {org_id!r} is suspended", org_id=org_id)
+    tenancy.require_active(org_id, org.status)
     await _check_tier_limit(session, settings, org_id, org.tier)
     agent = _new_agent(
         ctx, org_id, data, did_for or (lambda id_: agent_did(settings.public_url, id_))
@@ -108,6 +105,21 @@ async def get_agent(session: AsyncSession, org_id: str, agent_id: str) -> Agent:
     if agent is None:
         raise AgentNotFound(f"no agent {agent_id!r}")
     return agent
+
+
+async def get_agent_by_name(session: AsyncSession, org_id: str, name: str) -> Agent:
+    """The agent named `name` in `org_id` (names are unique per org and never reused)."""
+    statement = select(Agent).where(Agent.org_id == org_id, Agent.name == name)
+    agent = (await session.execute(statement)).scalar_one_or_none()
+    if agent is None:
+        raise AgentNotFound(f"no agent named {name!r}")
+    return agent
+
+
+async def list_agent_ids(session: AsyncSession, org_id: str) -> list[str]:
+    """Ids of the org's agents that are not decommissioned."""
+    statement = select(Agent.id).where(Agent.org_id == org_id, Agent.status.in_(_LIVE))
+    return list((await session.execute(statement.order_by(Agent.id))).scalars())
 
 
 async def find_agent(session: AsyncSession, agent_id: str) -> Agent | None:

@@ -12,9 +12,9 @@ from tabard.core.clock import Clock
 from tabard.core.context import SYSTEM, Actor, ActorKind, Context
 from tabard.core.hashing import argon2_hash, argon2_verify, keyed_digest
 from tabard.core.ids import ADMIN_SECRET_PREFIX, ORG_KEY_PREFIX, new_secret
-from tabard.tenancy.errors import AdminSecretNotRotated, InvalidCredentials, OrgSuspended
+from tabard.tenancy.errors import AdminSecretNotRotated, InvalidCredentials
 from tabard.tenancy.models import Organization, OrgApiKey, PlatformAdmin
-from tabard.tenancy.schemas import OrgStatus
+from tabard.tenancy.service import require_active
 
 # last_used_at is advisory: writing it on every call would turn each read into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -27,8 +27,8 @@ async def authenticate_org_key(
 ) -> tuple[Actor, bool]:
     """The org key's actor, and whether its last-used time is stale enough to record.
 
-    Raises `InvalidCredentials` if the key is unknown, revoked or expired, `OrgSuspended` if its
-    organization is suspended.
+    Raises `InvalidCredentials` if the key is unknown, revoked or expired, `OrgSuspended` or
+    `OrgNotActive` if its organization is suspended, pending or rejected.
     """
     statement = (
         select(OrgApiKey, Organization.status)
@@ -40,8 +40,7 @@ async def authenticate_org_key(
     if row is None or not _usable(row[0], now):
         raise InvalidCredentials("the API key is unknown, revoked or expired")
     key, org_status = row
-    if org_status != OrgStatus.ACTIVE.value:
-        raise OrgSuspended(f"organization {key.org_id!r} is suspended", org_id=key.org_id)
+    require_active(key.org_id, org_status)
     stale = key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION
     return Actor(ActorKind.ORG_KEY, key.id, key.org_id), stale
 
@@ -50,7 +49,7 @@ async def authenticate_api_secret(
     session: AsyncSession, admin: AdminAuthenticator, secret_key: bytes, token: str, clock: Clock
 ) -> tuple[Actor, bool]:
     """An org API key's or the platform admin's actor, and whether an org key's last-used time
-    is stale enough to record. Raises `InvalidCredentials` or `OrgSuspended`."""
+    is stale enough to record. Raises `InvalidCredentials`, `OrgSuspended` or `OrgNotActive`."""
     if looks_like_org_key(token):
         return await authenticate_org_key(session, secret_key, token, clock)
     return await admin.authenticate(session, token), False

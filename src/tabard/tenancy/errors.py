@@ -20,6 +20,13 @@ class OrgSuspended(Forbidden):
     title = "Organization is suspended"
 
 
+class OrgNotActive(Forbidden):
+    """The org is pending approval or was rejected: it cannot authenticate yet (or ever)."""
+
+    code = "ORG_NOT_ACTIVE"
+    title = "Organization is not active"
+
+
 class OrgStateConflict(Conflict):
     code = "ORG_STATE_CONFLICT"
     title = "Organization is not in a state that allows this"

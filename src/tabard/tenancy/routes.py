@@ -15,10 +15,10 @@ from tabard.tenancy.schemas import (
     ApiKeyOut,
     OrgCreate,
     OrgOut,
-    OrgStatus,
     OrgUpdate,
     PrincipalOut,
 )
+from tabard.tenancy.service import OrgTransition
 
 router = APIRouter(prefix="/v1", tags=["organizations"])
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
@@ -64,20 +64,37 @@ async def update_org(org_id: str, body: OrgUpdate, runtime: RuntimeDep, ctx: Con
     return OrgOut.model_validate(org)
 
 
-@router.post("/orgs/{org_id}/suspend", response_model=OrgOut)
-async def suspend_org(org_id: str, runtime: RuntimeDep, ctx: ContextDep) -> OrgOut:
+async def _move(
+    runtime: RuntimeDep, ctx: ContextDep, org_id: str, transition: OrgTransition
+) -> OrgOut:
     policy.require_platform_admin(ctx.actor)
     async with runtime.database.unit_of_work() as session:
-        org = await service.set_org_status(session, ctx, org_id, OrgStatus.SUSPENDED)
+        org = await service.set_org_status(session, ctx, org_id, transition)
     return OrgOut.model_validate(org)
+
+
+@router.post("/orgs/{org_id}/suspend", response_model=OrgOut)
+async def suspend_org(org_id: str, runtime: RuntimeDep, ctx: ContextDep) -> OrgOut:
+    """active → suspended: its keys get 403 and every token of its agents dies at once."""
+    return await _move(runtime, ctx, org_id, OrgTransition.SUSPEND)
 
 
 @router.post("/orgs/{org_id}/reactivate", response_model=OrgOut)
 async def reactivate_org(org_id: str, runtime: RuntimeDep, ctx: ContextDep) -> OrgOut:
-    policy.require_platform_admin(ctx.actor)
-    async with runtime.database.unit_of_work() as session:
-        org = await service.set_org_status(session, ctx, org_id, OrgStatus.ACTIVE)
-    return OrgOut.model_validate(org)
+    """suspended → active."""
+    return await _move(runtime, ctx, org_id, OrgTransition.REACTIVATE)
+
+
+@router.post("/orgs/{org_id}/approve", response_model=OrgOut)
+async def approve_org(org_id: str, runtime: RuntimeDep, ctx: ContextDep) -> OrgOut:
+    """pending → active: an org that applied to join may now authenticate."""
+    return await _move(runtime, ctx, org_id, OrgTransition.APPROVE)
+
+
+@router.post("/orgs/{org_id}/reject", response_model=OrgOut)
+async def reject_org(org_id: str, runtime: RuntimeDep, ctx: ContextDep) -> OrgOut:
+    """pending → rejected (final): its keys never work."""
+    return await _move(runtime, ctx, org_id, OrgTransition.REJECT)
 
 
 @router.delete("/orgs/{org_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -15,7 +15,14 @@ DisplayName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class OrgStatus(StrEnum):
+    """`pending → active | rejected` (onboarding by invite), then `active ⇄ suspended`.
+
+    Only an active org authenticates: its keys work and its agents may log in.
+    """
+
+    PENDING = "pending"
     ACTIVE = "active"
+    REJECTED = "rejected"
     SUSPENDED = "suspended"
 
 
@@ -25,12 +32,24 @@ class Tier(StrEnum):
     ENTERPRISE = "enterprise"
 
 
+class Contact(BaseModel):
+    """Who to reach at the organization (given when it applies to join)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    email: Annotated[
+        str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    ]
+
+
 class OrgCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: OrgSlug
     display_name: DisplayName
     tier: Tier = Tier.FREE
+    contact: Contact | None = None
 
 
 class OrgUpdate(BaseModel):
@@ -47,6 +66,7 @@ class OrgOut(BaseModel):
     display_name: str
     status: OrgStatus
     tier: Tier
+    contact: Contact | None = None
     created_at: datetime
     updated_at: datetime
 

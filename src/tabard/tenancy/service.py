@@ -6,10 +6,11 @@ write their audit event and outbox event in that same session.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +21,14 @@ from tabard.core.hashing import keyed_digest
 from tabard.core.hooks import Hook
 from tabard.core.ids import ORG_KEY_PREFIX, new_id, new_secret
 from tabard.core.pagination import DEFAULT_LIMIT, decode_cursor, page_of
-from tabard.tenancy.errors import ApiKeyNotFound, OrgAlreadyExists, OrgNotFound, OrgStateConflict
+from tabard.tenancy.errors import (
+    ApiKeyNotFound,
+    OrgAlreadyExists,
+    OrgNotActive,
+    OrgNotFound,
+    OrgStateConflict,
+    OrgSuspended,
+)
 from tabard.tenancy.models import Organization, OrgApiKey
 from tabard.tenancy.schemas import ApiKeyCreate, OrgCreate, OrgStatus, OrgUpdate
 
@@ -32,6 +40,15 @@ before_org_delete: Hook[str] = Hook("tenancy.before_org_delete")
 org_suspended: Hook[str] = Hook("tenancy.org_suspended")
 
 
+class OrgTransition(Enum):
+    """A move along the org lifecycle: (from, to, event)."""
+
+    APPROVE = (OrgStatus.PENDING, OrgStatus.ACTIVE, "org.approved")
+    REJECT = (OrgStatus.PENDING, OrgStatus.REJECTED, "org.rejected")
+    SUSPEND = (OrgStatus.ACTIVE, OrgStatus.SUSPENDED, "org.suspended")
+    REACTIVATE = (OrgStatus.SUSPENDED, OrgStatus.ACTIVE, "org.reactivated")
+
+
 async def _changed(
     session: AsyncSession, ctx: Context, action: str, org_id: str, data: dict[str, Any]
 ) -> None:
@@ -40,13 +57,17 @@ async def _changed(
     await outbox.emit(session, ctx.clock, type=action, org_id=org_id, subject=org_id, data=data)
 
 
-async def create_org(session: AsyncSession, ctx: Context, data: OrgCreate) -> Organization:
+async def create_org(
+    session: AsyncSession, ctx: Context, data: OrgCreate, *, status: OrgStatus = OrgStatus.ACTIVE
+) -> Organization:
+    """A new org: active when the platform admin creates it, pending when it applies to join."""
     now = ctx.clock.now()
     org = Organization(
         id=data.id,
         display_name=data.display_name,
-        status=OrgStatus.ACTIVE.value,
+        status=status.value,
         tier=data.tier.value,
+        contact=data.contact.model_dump() if data.contact else None,
         created_at=now,
         updated_at=now,
     )
@@ -55,8 +76,16 @@ async def create_org(session: AsyncSession, ctx: Context, data: OrgCreate) -> Or
         await session.flush()
     except IntegrityError:
         raise OrgAlreadyExists(f"organization {data.id!r} already exists") from None
-    await _changed(session, ctx, "org.created", org.id, {"tier": org.tier})
+    await _changed(session, ctx, "org.created", org.id, {"tier": org.tier, "status": org.status})
     return org
+
+
+def require_active(org_id: str, status: str) -> None:
+    """Only active orgs authenticate: 403 `ORG_SUSPENDED` or `ORG_NOT_ACTIVE` otherwise."""
+    if status == OrgStatus.SUSPENDED.value:
+        raise OrgSuspended(f"organization {org_id!r} is suspended", org_id=org_id)
+    if status != OrgStatus.ACTIVE.value:
+        raise OrgNotActive(f"organization {org_id!r} is {status}, not active", org_id=org_id)
 
 
 async def get_org(session: AsyncSession, org_id: str) -> Organization:
@@ -76,6 +105,24 @@ async def lock_org(session: AsyncSession, org_id: str) -> Organization:
     if org is None:
         raise OrgNotFound(f"no organization {org_id!r}")
     return org
+
+
+async def org_ids_with_status(
+    session: AsyncSession, org_ids: set[str], status: OrgStatus
+) -> set[str]:
+    """Which of `org_ids` are in `status`."""
+    if not org_ids:
+        return set()
+    statement = select(Organization.id).where(
+        Organization.id.in_(sorted(org_ids)), Organization.status == status.value
+    )
+    return set((await session.execute(statement)).scalars())
+
+
+async def latest_org_change(session: AsyncSession) -> datetime:
+    """When any organization last changed (the epoch when there is none)."""
+    latest = (await session.execute(select(func.max(Organization.updated_at)))).scalar_one()
+    return latest or datetime.fromtimestamp(0, UTC)
 
 
 async def list_orgs(
@@ -103,15 +150,18 @@ async def update_org(
 
 
 async def set_org_status(
-    session: AsyncSession, ctx: Context, org_id: str, status: OrgStatus
+    session: AsyncSession, ctx: Context, org_id: str, transition: OrgTransition
 ) -> Organization:
-    """Suspend or reactivate; asking for the state it is already in is a conflict."""
+    """Approve, reject, suspend or reactivate; from any other state it is a 409 naming both."""
     org = await get_org(session, org_id)
-    if org.status == status.value:
-        raise OrgStateConflict(f"organization {org_id!r} is already {status.value}")
+    source, status, action = transition.value
+    if org.status != source.value:
+        raise OrgStateConflict(
+            f"organization {org_id!r} is {org.status}; only a {source.value} organization "
+            f"can become {status.value}"
+        )
     org.status = status.value
     org.updated_at = ctx.clock.now()
-    action = "org.suspended" if status is OrgStatus.SUSPENDED else "org.reactivated"
     await _changed(session, ctx, action, org.id, {"status": status.value})
     if status is OrgStatus.SUSPENDED:
         await org_suspended.run(session, ctx, org.id)

@@ -58,10 +58,14 @@ class Grant:
     chain_id: str | None = None
     derived_from: tuple[str, ...] = field(default=())
     derived_clients: tuple[str, ...] = field(default=())
+    # The agent certificate it was issued from (`<ca id>/<serial>`), and those of a chain's links.
+    certificate: str | None = None
+    derived_certificates: tuple[str, ...] = field(default=())
 
 
 def access_token_claims(issuer: str, grant: Grant, now: int) -> dict[str, Any]:
-    """RFC 9068 §2.2 claims plus Tabard's `org`, `agent_did`, and delegation facts."""
+    """RFC 9068 §2.2 claims plus Tabard's `org`, `agent_did`, delegation facts, and `cert`:
+    the agent certificate a certificate login presented (its revocation ends the token)."""
     audience: str | Sequence[str] = (
         grant.audience[0] if len(grant.audience) == 1 else list(grant.audience)
     )
@@ -85,6 +89,10 @@ def access_token_claims(issuer: str, grant: Grant, now: int) -> dict[str, Any]:
         claims["chain_id"] = grant.chain_id
         claims["derived_from"] = list(grant.derived_from)
         claims["derived_clients"] = list(grant.derived_clients)
+    if grant.certificate:
+        claims["cert"] = grant.certificate
+    if grant.derived_certificates:
+        claims["derived_certs"] = list(grant.derived_certificates)
     return claims
 
 

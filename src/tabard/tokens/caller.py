@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+
 from tabard.tokens.client_auth import AuthenticatedClient
 from tabard.tokens.org_settings import TokenPolicy
 
@@ -20,6 +22,7 @@ class TokenRequest:
     authorization: str | None = None
     dpop_proofs: list[str] = field(default_factory=list)
     certificate_thumbprint: str | None = None
+    client_certificates: tuple[x509.Certificate, ...] = ()
     request_id: str | None = None
 
 
@@ -70,9 +73,11 @@ class AgentFacts:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The authenticated client, its agent (active), and its org's token policy."""
+    """The authenticated client, its agent (active), its org's token policy, and the scope its
+    binding allows."""
 
     client: AuthenticatedClient
     agent: AgentFacts
     org_tier: str
     policy: TokenPolicy
+    binding_scope: tuple[str, ...] | None = None  # an approved binding's scope (None: no limit)

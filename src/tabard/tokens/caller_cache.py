@@ -2,11 +2,11 @@
 
 An entry is keyed by the client id and the keyed digest of the secret it presented, lives a few
 seconds, and is used only while nothing says otherwise: every use reads, in one kv round trip,
-the revocation entries of the credential, the agent and the org (revoked, suspended,
-decommissioned) and the marker a secret rotation leaves; after a kv loss the revocation list
-first catches up from the database. What it may serve stale for at most `TTL_SECONDS`: an
-agent's changed capabilities, an org's changed token settings, a previous secret whose grace
-period just ended.
+the revocation entries of the credential, the agent, the org and the binding (revoked,
+suspended, decommissioned, withdrawn) and the marker a secret rotation leaves; after a kv
+loss the revocation list first catches up from the database. What it may serve stale for at
+most `TTL_SECONDS`: an agent's changed capabilities, an org's changed token settings, a binding's
+new approval or scope, a previous secret whose grace period just ended.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class CallerCache:
                 revocation_key(RevocationKind.CLIENT, client.client_id),
                 revocation_key(RevocationKind.AGENT, client.agent_id),
                 revocation_key(RevocationKind.ORG, client.org_id),
+                revocation_key(RevocationKind.BINDING, client.agent_id),
                 _rotated_key(client.client_id),
             ]
         )

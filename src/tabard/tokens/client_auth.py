@@ -1,9 +1,13 @@
 """Client authentication at the token endpoint (RFC 6749 §2.3, RFC 7523 §2.2 and §3).
 
-Three methods: `client_secret_basic` (HTTP Basic with form-urlencoded parts, RFC 6749 §2.3.1),
-`client_secret_post` (the same two values in the body), and `private_key_jwt` (a JWT the client
-signs with a key it registered). A request may use exactly one. Every failure is
-`invalid_client`; the exact reason goes to the audit log, never to the client.
+Methods: `client_secret_basic` (HTTP Basic with form-urlencoded parts, RFC 6749 §2.3.1),
+`client_secret_post` (the same two values in the body), `private_key_jwt` (a JWT the client
+signs with a key it registered, or with its certificate's key, sent in the `x5c` header), and
+`tls_client_auth` / `self_signed_tls_client_auth` (RFC 8705 §2: the TLS client certificate is
+the credential, `client_id` is the agent's SPIFFE ID). A request may use exactly one. Every
+failure is `invalid_client`; the exact reason goes to the audit log. A refused certificate
+also tells the client its stable code (it has proven it holds the certificate's key, so the
+reason is no oracle).
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import httpx
-from joserfc import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from joserfc import jwk, jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import Key, KeySet
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.core.clock import Clock
@@ -26,6 +33,8 @@ from tabard.core.jose import b64url_json
 from tabard.core.kv import KeyValueStore
 from tabard.credentials import service as credentials
 from tabard.credentials.errors import ClientAuthenticationFailed
+from tabard.pki import login as pki_login
+from tabard.pki.errors import CertificateRefused
 from tabard.tokens.access_tokens import audience_of
 from tabard.tokens.errors import InvalidClient, InvalidRequest
 
@@ -37,6 +46,7 @@ ASSERTION_MAX_LIFETIME_SECONDS = 300
 _LEEWAY_SECONDS = 30
 _JWKS_URI_CACHE_SECONDS = 300.0
 _JWKS_URI_REFETCH_SECONDS = 5.0
+_MAX_X5C = 8
 
 
 class AuthMethod:
@@ -45,19 +55,32 @@ class AuthMethod:
     SECRET_BASIC = "client_secret_basic"  # noqa: S105 - method names, not secrets
     SECRET_POST = "client_secret_post"  # noqa: S105
     PRIVATE_KEY_JWT = "private_key_jwt"
+    TLS_CLIENT_AUTH = pki_login.TLS_CLIENT_AUTH
+    SELF_SIGNED_TLS_CLIENT_AUTH = pki_login.SELF_SIGNED_TLS_CLIENT_AUTH
 
 
-SUPPORTED_METHODS = (AuthMethod.SECRET_BASIC, AuthMethod.SECRET_POST, AuthMethod.PRIVATE_KEY_JWT)
+SUPPORTED_METHODS = (
+    AuthMethod.SECRET_BASIC,
+    AuthMethod.SECRET_POST,
+    AuthMethod.PRIVATE_KEY_JWT,
+    AuthMethod.TLS_CLIENT_AUTH,
+    AuthMethod.SELF_SIGNED_TLS_CLIENT_AUTH,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class AuthenticatedClient:
+    """Who authenticated: a client credential, or an agent certificate (`certificate`; its
+    `client_id` is the agent's SPIFFE ID and it has no credential id)."""
+
     client_id: str
-    credential_id: str
+    credential_id: str | None
     agent_id: str
     org_id: str
     method: str
-    expires_at: float | None = None  # the credential's expiry (Unix seconds)
+    expires_at: float | None = None  # the credential's or certificate's expiry (Unix seconds)
+    scope: tuple[str, ...] | None = None  # what the credential may ask for (None: no limit)
+    certificate: pki_login.CertificateLogin | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +91,19 @@ class ClientAuthentication:
     client_id: str
     secret: str | None = None
     assertion: str | None = None
+    certificates: tuple[x509.Certificate, ...] = ()  # leaf first: mTLS, or an assertion's x5c
 
 
 def presented_authentication(
-    authorization: str | None, form: Mapping[str, str]
+    authorization: str | None,
+    form: Mapping[str, str],
+    certificates: tuple[x509.Certificate, ...] = (),
 ) -> ClientAuthentication | None:
     """The one authentication method in the request, or None when it offers none.
 
-    Offering several (RFC 6749 §2.3) or a malformed one is `invalid_request`/`invalid_client`.
+    A client certificate is the credential only when nothing else is offered (with a secret
+    it merely binds the token, RFC 8705 §3). Offering several methods (RFC 6749 §2.3) or a
+    malformed one is `invalid_request`/`invalid_client`.
     """
     offered: list[ClientAuthentication] = []
     if authorization and authorization[:6].lower() == "basic ":
@@ -90,6 +118,12 @@ def presented_authentication(
         offered.append(_assertion(form))
     if len(offered) > 1:
         raise InvalidRequest("use exactly one client authentication method")
+    if not offered and certificates:
+        offered.append(
+            ClientAuthentication(
+                AuthMethod.TLS_CLIENT_AUTH, form.get("client_id", ""), certificates=certificates
+            )
+        )
     if not offered:
         return None
     presented = offered[0]
@@ -115,27 +149,51 @@ def _assertion(form: Mapping[str, str]) -> ClientAuthentication:
     if form.get("client_assertion_type") != JWT_BEARER_ASSERTION:
         raise InvalidRequest(f"client_assertion_type must be {JWT_BEARER_ASSERTION}")
     assertion = form.get("client_assertion", "")
-    claims = _unverified_claims(assertion)
+    header, claims = _unverified_parts(assertion)
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise InvalidClient("the client assertion has no `sub`", reason="assertion_malformed")
-    return ClientAuthentication(AuthMethod.PRIVATE_KEY_JWT, subject, assertion=assertion)
+    chain = _x5c_chain(header["x5c"]) if "x5c" in header else ()
+    return ClientAuthentication(
+        AuthMethod.PRIVATE_KEY_JWT, subject, assertion=assertion, certificates=chain
+    )
 
 
-def _unverified_claims(assertion: str) -> dict[str, Any]:
-    """The payload, read only to learn whose keys to verify with; nothing in it is trusted yet."""
+def _unverified_parts(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and payload, read only to learn whose keys to verify with; nothing in them is
+    trusted yet."""
     parts = assertion.split(".")
     try:
         if len(parts) != 3:
             raise ValueError("not a compact JWS")
-        payload = b64url_json(parts[1])
+        header, payload = b64url_json(parts[0]), b64url_json(parts[1])
     except ValueError:
         raise InvalidClient(
             "the client assertion is not a JWT", reason="assertion_malformed"
         ) from None
-    if not isinstance(payload, dict):
+    if not isinstance(header, dict) or not isinstance(payload, dict):
         raise InvalidClient("the client assertion is not a JWT", reason="assertion_malformed")
-    return payload
+    return header, payload
+
+
+def _x5c_chain(x5c: object) -> tuple[x509.Certificate, ...]:
+    """RFC 7515 §4.1.6: base64 (not base64url) DER certificates, the signer's first."""
+    try:
+        if not isinstance(x5c, list) or not 0 < len(x5c) <= _MAX_X5C:
+            raise ValueError("x5c must be a list of 1 to 8 certificates")
+        return tuple(
+            x509.load_der_x509_certificate(base64.b64decode(str(item), validate=True))
+            for item in x5c
+        )
+    except (ValueError, binascii.Error):
+        raise certificate_refusal(CertificateRefused("CERTIFICATE_MALFORMED")) from None
+
+
+def certificate_refusal(refused: CertificateRefused) -> InvalidClient:
+    """`invalid_client` telling the client the stable code of the certificate's refusal."""
+    refusal = InvalidClient(refused.description, reason=refused.code, code=refused.code)
+    refusal.org_id = refused.org_id
+    return refusal
 
 
 class ClientAuthenticator:
@@ -148,16 +206,20 @@ class ClientAuthenticator:
         kv: KeyValueStore,
         clock: Clock,
         audiences: tuple[str, ...],
+        trust_domain: str,
     ) -> None:
         self._secret_key = secret_key
         self._kv = kv
         self._clock = clock
         self._audiences = audiences
+        self._trust_domain = trust_domain
         self._remote_keys: dict[str, tuple[float, dict[str, Any]]] = {}
 
     async def authenticate(
         self, session: AsyncSession, presented: ClientAuthentication
     ) -> AuthenticatedClient:
+        if presented.certificates:
+            return await self._certificate_holder(session, presented)
         try:
             if presented.assertion is not None:
                 credential = await credentials.authenticate_key_holder(
@@ -193,13 +255,45 @@ class ClientAuthenticator:
             org_id=credential.org_id,
             method=presented.method,
             expires_at=credential.expires_at.timestamp() if credential.expires_at else None,
+            scope=tuple(credential.scope) if credential.scope is not None else None,
         )
 
-    async def _verify_assertion(self, assertion: str, client_id: str, jwks: dict[str, Any]) -> None:
-        """RFC 7523 §3: signature by a registered key, iss = sub = client_id, aud, exp, jti."""
+    async def _certificate_holder(
+        self, session: AsyncSession, presented: ClientAuthentication
+    ) -> AuthenticatedClient:
+        """RFC 8705 §2 (possession proven by TLS) or RFC 7523 with `x5c` (proven by the
+        assertion's signature, checked first), then the certificate itself (`pki.login`)."""
+        leaf = presented.certificates[0]
+        if presented.assertion is not None:
+            await self._verify_assertion(presented.assertion, presented.client_id, _key_of(leaf))
         try:
-            keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
-            token = jwt.decode(assertion, keys, algorithms=list(ASSERTION_ALGORITHMS))
+            login = await pki_login.authenticate_certificate(
+                session,
+                self._trust_domain,
+                presented.certificates,
+                presented.client_id or None,
+                self._clock.now(),
+            )
+        except CertificateRefused as refused:
+            raise certificate_refusal(refused) from None
+        return AuthenticatedClient(
+            client_id=login.spiffe_id,
+            credential_id=None,
+            agent_id=login.agent_id,
+            org_id=login.org_id,
+            method=presented.method if presented.assertion else login.method,
+            expires_at=login.not_after.timestamp(),
+            certificate=login,
+        )
+
+    async def _verify_assertion(
+        self, assertion: str, client_id: str, keys: dict[str, Any] | Key
+    ) -> None:
+        """RFC 7523 §3: signature by a registered key (or the certificate's), iss = sub =
+        client_id, aud, exp, jti."""
+        try:
+            key = KeySet.import_key_set(keys) if isinstance(keys, dict) else keys  # type: ignore[arg-type]
+            token = jwt.decode(assertion, key, algorithms=list(ASSERTION_ALGORITHMS))
         except (JoseError, ValueError):
             raise InvalidClient(reason="assertion_signature_invalid") from None
         claims = dict(token.claims)
@@ -266,3 +360,16 @@ class ClientAuthenticator:
             raise InvalidClient(reason="jwks_uri_unavailable") from None
         self._remote_keys[uri] = (self._clock.timestamp() + _JWKS_URI_CACHE_SECONDS, keys)
         return keys
+
+
+def _key_of(certificate: x509.Certificate) -> Key:
+    """The certificate's public key as a JOSE key (it verifies an `x5c` assertion)."""
+    public_key = certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise certificate_refusal(CertificateRefused("CERTIFICATE_KEY_TOO_WEAK"))
+    pem = public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return jwk.import_key(pem, "RSA")
+    return jwk.import_key(pem, "EC")

@@ -31,10 +31,14 @@ class OAuthError(Exception):
     status: ClassVar[int] = 400
     error: ClassVar[str] = "invalid_request"
 
-    def __init__(self, description: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self, description: str, *, reason: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(description)
         self.description = description
         self.reason = reason or self.error
+        # A stable Tabard code the client may see (certificate and binding refusals), or None.
+        self.code = code
         self.headers: dict[str, str] = {}
         # Who was refused, when known: the audit records the denial on that org's chain.
         self.client_id: str | None = None
@@ -49,8 +53,14 @@ class InvalidClient(OAuthError):
     status = 401
     error = "invalid_client"
 
-    def __init__(self, description: str = "client authentication failed", **kw: str) -> None:
-        super().__init__(description, **kw)
+    def __init__(
+        self,
+        description: str = "client authentication failed",
+        *,
+        reason: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(description, reason=reason, code=code)
         self.headers["WWW-Authenticate"] = 'Basic realm="tabard"'
 
 

@@ -22,20 +22,28 @@ from tabard.core.config import Settings
 from tabard.core.jose import b64url_encode
 
 
-def certificate_thumbprint(
+def client_certificate_chain(
     scope: Mapping[str, Any], headers: Mapping[str, str], settings: Settings
-) -> str | None:
-    """`x5t#S256` of the client certificate (base64url SHA-256 of its DER), or None."""
+) -> tuple[x509.Certificate, ...]:
+    """The client's certificate chain, leaf first (empty when there is none or it is unreadable:
+    a certificate that cannot be read proves and binds nothing)."""
     chain = scope.get("extensions", {}).get("tls", {}).get("client_cert_chain") or []
     if chain:
-        return _thumbprint_of_pem(str(chain[0]))
+        return _chain_of_pems(tuple(str(pem) for pem in chain))
     header = settings.mtls_client_cert_header
     if not header or not _from_trusted_proxy(scope, tuple(settings.trusted_proxies)):
-        return None
+        return ()
     forwarded = headers.get(header.lower())
     if not forwarded:
+        return ()
+    return _chain_of_pems((unquote(forwarded),))
+
+
+def certificate_thumbprint(chain: tuple[x509.Certificate, ...]) -> str | None:
+    """`x5t#S256` of the client certificate (base64url SHA-256 of its DER), or None."""
+    if not chain:
         return None
-    return _thumbprint_of_pem(unquote(forwarded))
+    return b64url_encode(hashlib.sha256(chain[0].public_bytes(Encoding.DER)).digest())
 
 
 def _from_trusted_proxy(scope: Mapping[str, Any], proxies: tuple[str, ...]) -> bool:
@@ -57,10 +65,8 @@ def _networks(
 
 
 @lru_cache(maxsize=1024)
-def _thumbprint_of_pem(pem: str) -> str | None:
-    # An unreadable certificate binds nothing: tokens bound to a certificate are then refused.
+def _chain_of_pems(pems: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
     try:
-        certificate = x509.load_pem_x509_certificate(pem.encode())
+        return tuple(c for pem in pems for c in x509.load_pem_x509_certificates(pem.encode()))
     except ValueError:
-        return None
-    return b64url_encode(hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest())
+        return ()

@@ -18,9 +18,10 @@ from tabard.sdk.jwt import TokenInvalid
 from tabard.tokens import org_settings
 from tabard.tokens.dpop import DpopError, UseDpopNonce
 from tabard.tokens.errors import InvalidToken
-from tabard.tokens.mtls import certificate_thumbprint
+from tabard.tokens.mtls import certificate_thumbprint, client_certificate_chain
 from tabard.tokens.service import TokenService
-from tabard.tokens.verification import VerifiedToken
+from tabard.tokens.verification import BindingWithdrawn, VerifiedToken
+from tabard.trust.errors import BindingRevoked
 
 _POLICY_CACHE_SECONDS = 5.0
 
@@ -48,6 +49,10 @@ class ResourceAuthenticator:
             verified = await self._service.verifier.verify(
                 presented.token, audience=self._service.issuer
             )
+        except BindingWithdrawn:
+            raise BindingRevoked(
+                "the agent's binding is not approved; its tokens are refused"
+            ) from None
         except TokenInvalid as exc:
             raise InvalidToken(str(exc), scheme=scheme) from None
         confirmation = verified.claims.get("cnf") or {}
@@ -120,7 +125,9 @@ def presented_token(request: Request, settings: Settings) -> PresentedToken | No
         method=request.method,
         url=settings.public_url + request.url.path,
         dpop_proofs=request.headers.getlist("dpop"),
-        certificate_thumbprint=certificate_thumbprint(request.scope, request.headers, settings),
+        certificate_thumbprint=certificate_thumbprint(
+            client_certificate_chain(request.scope, request.headers, settings)
+        ),
     )
 
 

@@ -1,7 +1,9 @@
 """Token revocation that bites at once, on every replica (RFC 7009 for the endpoint's part).
 
 A revocation is a row (`kind`, `value`): one token (`jti`), a delegation chain, everything issued
-before a moment to an agent, a credential (`client`), an org, or under a signing key (`kid`). The
+before a moment to an agent, a credential (`client`), an org, under a signing key (`kid`), from
+an agent certificate (`cert`) or any certificate of a CA (`ca`), or to an agent whose binding
+was withdrawn (`binding`: refused with 403 `BINDING_REVOKED` rather than 401). The
 database is the record, so losing the kv store never revives a token; the kv store is the fast
 path every verification reads in one round trip. Writers put the kv entry before their
 transaction commits, so no replica can see the commit without the entry. A replica catches up
@@ -28,6 +30,7 @@ from tabard.core.context import Context
 from tabard.core.db import Database
 from tabard.core.kv import KeyValueStore
 from tabard.core.metrics import TOKENS_REVOKED
+from tabard.pki.service import CaRef, CertificateRef, ca_of_certificate_key
 from tabard.tokens.models import TokenRevocation
 
 _FRESH = "rev:fresh"
@@ -43,10 +46,15 @@ class RevocationKind(StrEnum):
     CLIENT = "client"
     ORG = "org"
     KID = "kid"
+    CERT = "cert"
+    CA = "ca"
+    BINDING = "binding"
 
 
 # These kinds kill everything issued before the revocation; the others name exact tokens.
-_BY_TIME = frozenset({RevocationKind.AGENT, RevocationKind.CLIENT, RevocationKind.ORG})
+_BY_TIME = frozenset(
+    {RevocationKind.AGENT, RevocationKind.CLIENT, RevocationKind.ORG, RevocationKind.BINDING}
+)
 
 
 def revocation_key(kind: RevocationKind, value: str) -> str:
@@ -145,11 +153,34 @@ async def revoke_key_tokens(session: AsyncSession, ctx: Context, kids: list[str]
         await _revoke_issued_so_far(session, ctx, RevocationKind.KID, kid, None)
 
 
+async def revoke_certificate_tokens(
+    session: AsyncSession, ctx: Context, certificate: CertificateRef
+) -> None:
+    """`pki.certificate_revoked` handler: tokens issued from the certificate (or derived from
+    such tokens) die."""
+    kind, value = RevocationKind.CERT, certificate.key
+    await _revoke_issued_so_far(session, ctx, kind, value, certificate.org_id)
+
+
+async def revoke_ca_tokens(session: AsyncSession, ctx: Context, ca: CaRef) -> None:
+    """`pki.ca_replaced` handler: tokens issued from any certificate of the CA die."""
+    await _revoke_issued_so_far(session, ctx, RevocationKind.CA, ca.ca_id, ca.org_id)
+
+
+async def revoke_unbound_agent_tokens(session: AsyncSession, ctx: Context, agent: Any) -> None:
+    """`trust.binding_withdrawn` handler: the agent's live tokens stop (with 403)."""
+    kind, value = RevocationKind.BINDING, agent.id
+    await _revoke_issued_so_far(session, ctx, kind, value, agent.org_id)
+
+
 _HOOK_REASONS = {
     RevocationKind.AGENT: "agent_disabled",
     RevocationKind.CLIENT: "credential_revoked",
     RevocationKind.ORG: "org_suspended",
     RevocationKind.KID: "signing_key_revoked",
+    RevocationKind.CERT: "certificate_revoked",
+    RevocationKind.CA: "ca_replaced",
+    RevocationKind.BINDING: "binding_withdrawn",
 }
 
 
@@ -229,6 +260,15 @@ def _candidates(claims: Mapping[str, Any], kid: str) -> Iterable[tuple[Revocatio
         yield RevocationKind.CLIENT, client
     for actor in actor_ids(claims):
         yield RevocationKind.AGENT, actor
+    yield RevocationKind.BINDING, str(claims.get("sub", ""))
+    certificates = [*_strings(claims.get("derived_certs"))]
+    if isinstance(claims.get("cert"), str):
+        certificates.append(claims["cert"])
+    for key in certificates:
+        yield RevocationKind.CERT, key
+        ca_id = ca_of_certificate_key(key)
+        if ca_id is not None:
+            yield RevocationKind.CA, ca_id
 
 
 def actor_ids(claims: Mapping[str, Any]) -> list[str]:

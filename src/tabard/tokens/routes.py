@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from tabard.core.runtime import ActorDep, ContextDep, RuntimeDep, get_runtime
 from tabard.tenancy import policy as tenancy_policy
 from tabard.tenancy.authentication import authenticate_api_secret
-from tabard.tenancy.errors import InvalidCredentials, OrgSuspended
+from tabard.tenancy.errors import InvalidCredentials, OrgNotActive, OrgSuspended
 from tabard.tokens import discovery, org_revocations, org_settings
 from tabard.tokens import policy as tokens_policy
 from tabard.tokens.caller import TokenRequest
@@ -28,7 +28,7 @@ from tabard.tokens.errors import (
     OAuthError,
 )
 from tabard.tokens.introspection import Requester, introspect, revoke_presented
-from tabard.tokens.mtls import certificate_thumbprint
+from tabard.tokens.mtls import certificate_thumbprint, client_certificate_chain
 from tabard.tokens.resource import ResourceAuthenticator, presented_token
 from tabard.tokens.revocation import (
     list_revocations,
@@ -64,6 +64,8 @@ def resource_authenticator(request: Request) -> ResourceAuthenticator:
 def oauth_error(exc: OAuthError) -> JSONResponse:
     """RFC 6749 §5.2: `{"error", "error_description"}`, never cached."""
     body = {"error": exc.error, "error_description": exc.description}
+    if exc.code is not None:
+        body["code"] = exc.code
     return JSONResponse(body, status_code=exc.status, headers={**_NO_STORE, **exc.headers})
 
 
@@ -90,15 +92,15 @@ async def _token_request(request: Request) -> TokenRequest:
         else:
             params[name] = value
     runtime = get_runtime(request)
+    chain = client_certificate_chain(request.scope, request.headers, runtime.settings)
     return TokenRequest(
         params=params,
         resources=multi["resource"],
         audiences=multi["audience"],
         authorization=request.headers.get("authorization"),
         dpop_proofs=request.headers.getlist("dpop"),
-        certificate_thumbprint=certificate_thumbprint(
-            request.scope, request.headers, runtime.settings
-        ),
+        certificate_thumbprint=certificate_thumbprint(chain),
+        client_certificates=chain,
         request_id=getattr(request.state, "request_id", None),
     )
 
@@ -207,7 +209,7 @@ async def _api_key_requester(request: Request, secret: str) -> Requester:
             actor, _ = await authenticate_api_secret(
                 session, admin, runtime.secret_key, secret, runtime.clock
             )
-    except (InvalidCredentials, OrgSuspended):
+    except (InvalidCredentials, OrgSuspended, OrgNotActive):
         raise InvalidClient("the bearer credential is not valid", reason="bad_api_key") from None
     return Requester(org_id=actor.org_id)
 

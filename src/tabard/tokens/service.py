@@ -21,6 +21,9 @@ from tabard.core.runtime import Runtime
 from tabard.credentials import service as credentials
 from tabard.limits import service as limits
 from tabard.limits.schemas import QuotaKind
+from tabard.pki import certificates
+from tabard.pki.errors import CertificateRefused
+from tabard.pki.login import CertificateLogin
 from tabard.registry import service as registry
 from tabard.registry.errors import AgentNotFound
 from tabard.signing import service as signing
@@ -41,6 +44,7 @@ from tabard.tokens.caller_cache import CallerCache
 from tabard.tokens.client_auth import (
     ClientAuthentication,
     ClientAuthenticator,
+    certificate_refusal,
     presented_authentication,
 )
 from tabard.tokens.dpop import DpopError, DpopVerifier, UseDpopNonce
@@ -59,6 +63,7 @@ from tabard.tokens.grants import client_credentials, token_exchange
 from tabard.tokens.models import DelegationChain
 from tabard.tokens.revocation import LONGEST_TOKEN_LIFETIME, RevocationList
 from tabard.tokens.verification import AccessTokenVerifier
+from tabard.trust import service as trust
 
 # Refusals an operator wants in the audit log; protocol steps (use_dpop_nonce) and malformed
 # requests are only counted.
@@ -101,6 +106,7 @@ class TokenService:
             kv=runtime.kv,
             clock=runtime.clock,
             audiences=(self.token_endpoint, self.issuer),
+            trust_domain=settings.resolved_trust_domain,
         )
         self._recorded_use: dict[str, float] = {}
         self.callers = CallerCache(self.revocations, runtime.clock, runtime.secret_key)
@@ -187,6 +193,8 @@ class TokenService:
                 return cached
         try:
             caller = await self._caller(presented)
+            if caller.client.certificate is not None and not caller.client.certificate.pinned:
+                await self._pin_first_certificate(caller.client.certificate)
         except InvalidClient as exc:
             exc.client_id = exc.client_id or presented.client_id
             raise
@@ -204,9 +212,33 @@ class TokenService:
                 raise _refused("agent_not_found", client.org_id) from None
             org = await tenancy.get_org(session, client.org_id)
             policy = await org_settings.policy_for(session, runtime.settings, client.org_id)
+            binding = await trust.binding_decision(session, client.org_id, client.agent_id)
         if org.status != OrgStatus.ACTIVE.value:
             raise _refused(f"org_{org.status}", client.org_id)
-        return Caller(client, AgentFacts.of(agent), org.tier, policy)
+        if binding.refusal is not None:
+            refusal = _refused(binding.refusal, client.org_id)
+            refusal.code, refusal.description = binding.refusal, _BINDING[binding.refusal]
+            raise refusal
+        return Caller(client, AgentFacts.of(agent), org.tier, policy, binding.scope)
+
+    async def _pin_first_certificate(self, login: CertificateLogin) -> None:
+        """The first certificate login pins the certificate (a concurrent first login with
+        another certificate loses: `CERTIFICATE_MISMATCH`)."""
+        runtime = self.runtime
+        actor = Actor(ActorKind.AGENT, login.agent_id, login.org_id)
+        ctx = Context(actor, runtime.clock, None, runtime.kv)
+        try:
+            async with runtime.database.unit_of_work() as session:
+                await certificates.pin_at_first_login(
+                    session,
+                    ctx,
+                    org_id=login.org_id,
+                    agent_id=login.agent_id,
+                    thumbprint=login.thumbprint,
+                    ca_id=login.ca_id,
+                )
+        except CertificateRefused as refused:
+            raise certificate_refusal(refused) from None
 
     async def _confirmation(self, request: TokenRequest, caller: Caller) -> dict[str, str] | None:
         """`cnf` of the new token: the DPoP key (RFC 9449 §6), the certificate (RFC 8705 §3)."""
@@ -310,9 +342,11 @@ class TokenService:
         if new_chain:
             DELEGATION_CHAINS_CREATED.inc()
 
-    def _stale_use(self, credential_id: str) -> str | None:
+    def _stale_use(self, credential_id: str | None) -> str | None:
         """The credential id when its `last_used_at` was not written in the last minute (by this
         process): it is advisory, so it costs a write a minute, not one per token."""
+        if credential_id is None:  # a certificate login: no credential row to touch
+            return None
         now = self.runtime.clock.timestamp()
         if now - self._recorded_use.get(credential_id, 0.0) < LAST_USED_RESOLUTION_SECONDS:
             return None
@@ -362,7 +396,9 @@ async def _write_issue_records(session: AsyncSession, records: Sequence[IssueRec
 
 
 def _presented(request: TokenRequest) -> ClientAuthentication:
-    presented = presented_authentication(request.authorization, request.params)
+    presented = presented_authentication(
+        request.authorization, request.params, request.client_certificates
+    )
     if presented is None:
         raise InvalidClient("client authentication is required", reason="no_authentication")
     return presented
@@ -372,3 +408,10 @@ def _refused(reason: str, org_id: str) -> InvalidClient:
     refusal = InvalidClient(reason=reason)
     refusal.org_id = org_id
     return refusal
+
+
+# The client authenticated, so it may learn why its agent may not have tokens.
+_BINDING = {
+    "BINDING_REQUIRED": "this organization requires an approved binding for the agent",
+    "BINDING_REVOKED": "the agent's binding has been revoked",
+}

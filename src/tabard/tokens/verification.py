@@ -24,6 +24,13 @@ from tabard.tokens.revocation import RevocationList
 LEEWAY_SECONDS = 30.0
 
 
+class BindingWithdrawn(TokenInvalid):
+    """The token's agent lost its approved binding: revoked, but answered 403 on the API."""
+
+    def __init__(self) -> None:
+        super().__init__("revoked", "the agent's binding has been revoked")  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedToken:
     claims: dict[str, Any]
@@ -66,6 +73,8 @@ class AccessTokenVerifier:
         if revoked_by == "kid":
             # An emergency key revocation: to clients this is a signature that no longer counts.
             raise TokenInvalid("bad_signature", "token signature is invalid")
+        if revoked_by == "binding":
+            raise BindingWithdrawn()
         if revoked_by is not None:
             raise TokenInvalid("revoked", "token has been revoked")  # type: ignore[arg-type]
         return VerifiedToken(claims, kid, token)

@@ -82,6 +82,10 @@ async def token_exchange_grant(
         chain_id=new_id() if new_chain else str(chain_id),
         derived_from=_lineage(subject.claims, actor.claims),
         derived_clients=_clients(subject.claims, actor.claims),
+        derived_certificates=_certificates(subject.claims, actor.claims),
+        certificate=caller.client.certificate.certificate_key
+        if caller.client.certificate
+        else None,
     )
     return Delegation(grant, new_chain, subject)
 
@@ -147,6 +151,18 @@ def _clients(subject: dict[str, Any], actor: dict[str, Any]) -> tuple[str, ...]:
             clients.extend(str(client) for client in earlier)
         clients.append(str(claims.get("client_id", "")))
     return tuple(dict.fromkeys(clients))
+
+
+def _certificates(subject: dict[str, Any], actor: dict[str, Any]) -> tuple[str, ...]:
+    """The agent certificates behind every link, so revoking one reaches here too."""
+    keys: list[str] = []
+    for claims in (subject, actor):
+        earlier = claims.get("derived_certs")
+        if isinstance(earlier, list):
+            keys.extend(str(key) for key in earlier)
+        if isinstance(claims.get("cert"), str):
+            keys.append(claims["cert"])
+    return tuple(dict.fromkeys(keys))
 
 
 def _lineage(subject: dict[str, Any], actor: dict[str, Any]) -> tuple[str, ...]:

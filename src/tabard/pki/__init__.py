@@ -1,0 +1,1 @@
+"""PKI: org CAs, agent certificates (X.509 SVIDs), certificate login, revocation, bundles."""
