@@ -218,7 +218,8 @@ def _check_ca_certificate(certificate: x509.Certificate, now: datetime, which: s
 
 def _check_chain(anchor: x509.Certificate, intermediates: list[x509.Certificate]) -> None:
     """Each intermediate is signed by the next one up, the last by the anchor."""
-    for child, parent in zip(intermediates, [*intermediates[1:], anchor], strict=True):
+    parents = [*intermediates[1:], anchor]
+    for child, parent in zip(intermediates, parents, strict=False):
         try:
             child.verify_directly_issued_by(parent)
         except (ValueError, TypeError, InvalidSignature):

@@ -42,6 +42,7 @@ from tabard.pki.errors import (
     PinNotFound,
 )
 from tabard.pki.models import AgentCertificate, CertificateAuthority, CertificatePin
+from tabard.pki.revocations import is_revoked
 from tabard.pki.schemas import (
     CaStatus,
     CertificateRequest,
@@ -156,6 +157,9 @@ async def _register(
         active = await list_cas(session, agent.org_id, status=CaStatus.ACTIVE)
         replaced = await list_cas(session, agent.org_id, status=CaStatus.REPLACED)
         chained = validation.chain_to_org(leaf, intermediates, active, replaced, now)
+        # A serial revoked before its first use stays revoked: registering it must not revive it.
+        if await is_revoked(session, chained.ca.id, certs.serial_hex(leaf), None):
+            raise CertificateRefused("CERTIFICATE_REVOKED")
     except CertificateRefused as refusal:
         raise InvalidCertificate(refusal.code.lower(), refusal.description) from None
     row = _row(agent, leaf, chained.ca.id, CertificateSource.REGISTERED, now)

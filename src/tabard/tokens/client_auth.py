@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwk, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
+from joserfc.jws import JWSRegistry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.core.clock import Clock
@@ -33,6 +34,7 @@ from tabard.core.jose import b64url_json
 from tabard.core.kv import KeyValueStore
 from tabard.credentials import service as credentials
 from tabard.credentials.errors import ClientAuthenticationFailed
+from tabard.pki import certs
 from tabard.pki import login as pki_login
 from tabard.pki.errors import CertificateRefused
 from tabard.tokens.access_tokens import audience_of
@@ -47,6 +49,17 @@ _LEEWAY_SECONDS = 30
 _JWKS_URI_CACHE_SECONDS = 300.0
 _JWKS_URI_REFETCH_SECONDS = 5.0
 _MAX_X5C = 8
+
+
+class _AssertionRegistry(JWSRegistry):
+    """The algorithm allow-list of client assertions. joserfc bounds a JWS header to 512 bytes
+    by default, less than one certificate in `x5c`; the form's own size bound (64 KiB) applies
+    instead."""
+
+    max_header_length = 64 * 1024
+
+
+_ASSERTION_REGISTRY = _AssertionRegistry(algorithms=ASSERTION_ALGORITHMS)
 
 
 class AuthMethod:
@@ -92,6 +105,16 @@ class ClientAuthentication:
     secret: str | None = None
     assertion: str | None = None
     certificates: tuple[x509.Certificate, ...] = ()  # leaf first: mTLS, or an assertion's x5c
+
+    @property
+    def claimed_client_id(self) -> str:
+        """Who the request claims to be, before any check: the client id, else the one URI SAN
+        of its certificate (RFC 8705 §2 lets `client_id` be left out), so each agent's
+        certificate logins are counted apart rather than all together."""
+        if self.client_id or not self.certificates:
+            return self.client_id
+        names = certs.uri_names(self.certificates[0])
+        return names[0] if len(names) == 1 else ""
 
 
 def presented_authentication(
@@ -293,7 +316,7 @@ class ClientAuthenticator:
         client_id, aud, exp, jti."""
         try:
             key = KeySet.import_key_set(keys) if isinstance(keys, dict) else keys  # type: ignore[arg-type]
-            token = jwt.decode(assertion, key, algorithms=list(ASSERTION_ALGORITHMS))
+            token = jwt.decode(assertion, key, registry=_ASSERTION_REGISTRY)
         except (JoseError, ValueError):
             raise InvalidClient(reason="assertion_signature_invalid") from None
         claims = dict(token.claims)

@@ -7,6 +7,7 @@ exact reason; issued tokens are audited (`token.issued`) before the response lea
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +62,12 @@ from tabard.tokens.errors import (
 )
 from tabard.tokens.grants import client_credentials, token_exchange
 from tabard.tokens.models import DelegationChain
-from tabard.tokens.revocation import LONGEST_TOKEN_LIFETIME, RevocationList
+from tabard.tokens.revocation import (
+    LONGEST_TOKEN_LIFETIME,
+    RevocationKind,
+    RevocationList,
+    revocation_key,
+)
 from tabard.tokens.verification import AccessTokenVerifier
 from tabard.trust import service as trust
 
@@ -140,7 +146,7 @@ class TokenService:
         # throttled like any other request of that client.
         presented = _presented(request)
         rate_headers = await limits.check_token_rate(
-            self.runtime.kv, self.runtime.settings, self.runtime.clock, presented.client_id
+            self.runtime.kv, self.runtime.settings, self.runtime.clock, presented.claimed_client_id
         )
         caller = await self._authenticated(presented)
         try:
@@ -198,9 +204,27 @@ class TokenService:
         except InvalidClient as exc:
             exc.client_id = exc.client_id or presented.client_id
             raise
+        await self._past_recent_cutoffs(caller)
         if cache_key is not None:
             self.callers.put(cache_key, caller)
         return caller
+
+    async def _past_recent_cutoffs(self, caller: Caller) -> None:
+        """Wait out a revocation of this very second (its cut-off rounds up to the next whole
+        second, and `iat` is whole seconds), so a client re-enabled right after it (a
+        re-approved binding, a reactivated agent) is not handed a token that is born dead."""
+        client = caller.client
+        subjects = (
+            (RevocationKind.AGENT, client.agent_id),
+            (RevocationKind.BINDING, client.agent_id),
+            (RevocationKind.CLIENT, client.client_id),
+            (RevocationKind.ORG, client.org_id),
+        )
+        entries = await self.revocations.entries([revocation_key(*s) for s in subjects])
+        latest = max((float(entry) for entry in entries if entry is not None), default=0.0)
+        wait = latest - self.runtime.clock.timestamp()
+        if 0 < wait <= 1:
+            await asyncio.sleep(wait)
 
     async def _caller(self, presented: ClientAuthentication) -> Caller:
         runtime = self.runtime
