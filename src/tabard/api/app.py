@@ -165,6 +165,7 @@ def wire_domain_hooks() -> None:
     registry_service.agent_retired.register(pki_revocations.revoke_agent_certificates)
     pki_service.certificate_revoked.register(revocation.revoke_certificate_tokens)
     pki_service.ca_replaced.register(revocation.revoke_ca_tokens)
+    pki_service.pin_changed.register(caller_cache.forget_pinned_certificate)
     trust_service.binding_withdrawn.register(revocation.revoke_unbound_agent_tokens)
 
 

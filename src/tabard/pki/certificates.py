@@ -49,10 +49,11 @@ from tabard.pki.schemas import (
     CertificateSource,
     CertificateStatus,
 )
-from tabard.pki.service import record_change
+from tabard.pki.service import pin_changed, record_change
 from tabard.pki.settings import settings_for
 from tabard.pki.spiffe import agent_spiffe_id
 from tabard.registry import service as registry
+from tabard.registry.service import AgentRef
 
 EXPIRING_SOON = timedelta(days=7)
 
@@ -313,6 +314,7 @@ async def clear_pin(session: AsyncSession, ctx: Context, org_id: str, agent_id: 
     await session.delete(pin)
     details = {"agent_id": agent_id, "thumbprint": pin.thumbprint}
     await record_change(session, ctx, "certificate.pin.cleared", org_id, agent_id, details)
+    await pin_changed.run(session, ctx, AgentRef(agent_id, org_id))
 
 
 async def pin_at_first_login(
@@ -371,6 +373,7 @@ async def _pin(
     session.add(pin)
     details = {"agent_id": row.agent_id, "certificate_id": row.id, "by": pinned_by}
     await record_change(session, ctx, "certificate.pinned", row.org_id, row.agent_id, details)
+    await pin_changed.run(session, ctx, AgentRef(row.agent_id, row.org_id))
     return pin
 
 

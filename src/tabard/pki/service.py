@@ -17,6 +17,7 @@ from tabard.audit import service as audit
 from tabard.core import outbox
 from tabard.core.context import Context
 from tabard.core.hooks import Hook
+from tabard.registry.service import AgentRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,8 @@ class CaRef:
 # issued from any certificate of a replaced CA, in the same transaction.
 certificate_revoked: Hook[CertificateRef] = Hook("pki.certificate_revoked")
 ca_replaced: Hook[CaRef] = Hook("pki.ca_replaced")
+# Whoever remembers certificate logins forgets the agent's when its pin changes.
+pin_changed: Hook[AgentRef] = Hook("pki.pin_changed")
 
 
 def certificate_key(ca_id: str | None, serial: str, thumbprint: str) -> str:

@@ -62,6 +62,7 @@ from tabard.tokens.errors import (
 )
 from tabard.tokens.grants import client_credentials, token_exchange
 from tabard.tokens.models import DelegationChain
+from tabard.tokens.mtls import certificate_thumbprint
 from tabard.tokens.revocation import (
     LONGEST_TOKEN_LIFETIME,
     RevocationKind,
@@ -81,6 +82,7 @@ _AUDITED_DENIALS = (
     InvalidDpopProofError,
 )
 LAST_USED_RESOLUTION_SECONDS = 60.0
+_TIMER_SLACK_SECONDS = 0.02
 _RECORDED_USE_ENTRIES = 100_000
 GRANT_TYPES = (client_credentials.GRANT_TYPE, token_exchange.GRANT_TYPE)
 _GRANT_NAMES = {
@@ -191,9 +193,8 @@ class TokenService:
         return await self._authenticated(_presented(request))
 
     async def _authenticated(self, presented: ClientAuthentication) -> Caller:
-        cache_key = None
-        if presented.secret is not None:
-            cache_key = self.callers.key(presented.client_id, presented.secret)
+        cache_key = self._cache_key(presented)
+        if cache_key is not None:
             cached = await self.callers.get(cache_key)
             if cached is not None:
                 return cached
@@ -208,6 +209,16 @@ class TokenService:
         if cache_key is not None:
             self.callers.put(cache_key, caller)
         return caller
+
+    def _cache_key(self, presented: ClientAuthentication) -> tuple[str, str] | None:
+        """Secrets and mTLS certificates can be remembered; an assertion is single-use and
+        must be verified every time."""
+        if presented.secret is not None:
+            return self.callers.key(presented.client_id, presented.secret)
+        if presented.certificates and presented.assertion is None:
+            thumbprint = certificate_thumbprint(presented.certificates) or ""
+            return self.callers.certificate_key(presented.client_id, thumbprint)
+        return None
 
     async def _past_recent_cutoffs(self, caller: Caller) -> None:
         """Wait out a revocation of this very second (its cut-off rounds up to the next whole
@@ -224,7 +235,8 @@ class TokenService:
         latest = max((float(entry) for entry in entries if entry is not None), default=0.0)
         wait = latest - self.runtime.clock.timestamp()
         if 0 < wait <= 1:
-            await asyncio.sleep(wait)
+            # The event loop may wake a timer a little early; the token's iat must not.
+            await asyncio.sleep(wait + _TIMER_SLACK_SECONDS)
 
     async def _caller(self, presented: ClientAuthentication) -> Caller:
         runtime = self.runtime
