@@ -118,6 +118,7 @@ async def approve_binding(
     _check_scope(binding.scope, agent.capabilities)
     binding.status = BindingStatus.APPROVED.value
     binding.approved_at = binding.updated_at = ctx.clock.now()
+    binding.revoked_at = None  # the audit log keeps the history; the row says what holds now
     await _changed(session, ctx, "binding.approved", binding)
     return binding
 

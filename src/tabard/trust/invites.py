@@ -26,6 +26,7 @@ from tabard.pki import authorities
 from tabard.pki.schemas import CaCreate
 from tabard.tenancy import service as tenancy
 from tabard.tenancy.schemas import ApiKeyCreate, OrgCreate, OrgStatus
+from tabard.tenancy.errors import OrgStateConflict
 from tabard.trust.errors import InviteInvalid, InviteNotFound, InviteStateConflict
 from tabard.trust.models import OrgInvite
 from tabard.trust.schemas import (
@@ -65,7 +66,11 @@ async def create_invite(
 ) -> tuple[OrgInvite, str]:
     """A new invite and its secret (returned once; only its SHA-256 is stored)."""
     if data.org_id is not None:
-        await tenancy.get_org(session, data.org_id)
+        org = await tenancy.get_org(session, data.org_id)
+        if org.status != OrgStatus.ACTIVE.value:
+            raise OrgStateConflict(
+                f"organization {org.id!r} is {org.status}; attach invites are for active orgs"
+            )
     secret = new_secret(INVITE_PREFIX)
     now = ctx.clock.now()
     invite = OrgInvite(
