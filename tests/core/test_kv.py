@@ -230,6 +230,28 @@ async def test_delete_of_an_expired_key_is_false(kv: Backend) -> None:
     assert await kv.store.delete(name) is False
 
 
+async def test_take_returns_the_value_once(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"s3cr3t", ttl_seconds=60)
+    assert await kv.store.take(name) == b"s3cr3t"
+    assert await kv.store.take(name) is None
+    assert await kv.store.get(name) is None
+
+
+async def test_take_of_an_expired_key_is_none(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"s3cr3t", ttl_seconds=kv.ttl)
+    await kv.elapse(kv.ttl * 2)
+    assert await kv.store.take(name) is None
+
+
+async def test_take_has_exactly_one_winner_under_concurrency(kv: Backend) -> None:
+    name = key()
+    await kv.store.set(name, b"s3cr3t", ttl_seconds=60)
+    results = await asyncio.gather(*(kv.store.take(name) for _ in range(20)))
+    assert [value for value in results if value is not None] == [b"s3cr3t"]
+
+
 async def test_ping_succeeds_on_a_live_store(kv: Backend) -> None:
     await kv.store.ping()
 

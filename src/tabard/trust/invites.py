@@ -25,8 +25,8 @@ from tabard.core.keystore import KeyStore
 from tabard.pki import authorities
 from tabard.pki.schemas import CaCreate
 from tabard.tenancy import service as tenancy
-from tabard.tenancy.schemas import ApiKeyCreate, OrgCreate, OrgStatus
 from tabard.tenancy.errors import OrgStateConflict
+from tabard.tenancy.schemas import ApiKeyCreate, OrgCreate, OrgStatus
 from tabard.trust.errors import InviteInvalid, InviteNotFound, InviteStateConflict
 from tabard.trust.models import OrgInvite
 from tabard.trust.schemas import (

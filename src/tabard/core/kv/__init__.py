@@ -79,6 +79,11 @@ class KeyValueStore(Protocol):
         """Remove `key`; True when it existed (and had not expired)."""
         ...
 
+    async def take(self, key: str) -> bytes | None:
+        """Remove `key` and return its value (None when missing or expired), atomically: of any
+        number of concurrent calls, exactly one gets the value (one-time secrets)."""
+        ...
+
     async def ttl(self, key: str) -> float | None:
         """Remaining seconds before `key` expires; None when it is missing or never expires."""
         ...

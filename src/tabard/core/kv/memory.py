@@ -86,6 +86,13 @@ class MemoryKeyValueStore:
     async def delete(self, key: str) -> bool:
         return self._live(key) is not None and self._data.pop(key, None) is not None
 
+    async def take(self, key: str) -> bytes | None:
+        entry = self._live(key)
+        if entry is None:
+            return None
+        del self._data[key]
+        return entry.value
+
     async def ttl(self, key: str) -> float | None:
         entry = self._live(key)
         if entry is None or entry.expires_at is None:

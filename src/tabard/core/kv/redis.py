@@ -108,6 +108,9 @@ class RedisKeyValueStore:
         removed: int = await self._client.delete(self._key(key))
         return removed > 0
 
+    async def take(self, key: str) -> bytes | None:
+        return cast("bytes | None", await self._client.getdel(self._key(key)))
+
     async def ttl(self, key: str) -> float | None:
         # PTTL answers -2 for a missing key and -1 for a key without expiry.
         remaining: int = await self._client.pttl(self._key(key))
