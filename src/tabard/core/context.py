@@ -13,6 +13,7 @@ class ActorKind(StrEnum):
     PLATFORM_ADMIN = "platform_admin"
     ORG_KEY = "org_key"
     AGENT = "agent"
+    REGISTRATION_TOKEN = "registration_token"  # noqa: S105 - an actor kind: a process enrolling
     SYSTEM = "system"
     ANONYMOUS = "anonymous"
 

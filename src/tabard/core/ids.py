@@ -15,7 +15,14 @@ ADMIN_SECRET_PREFIX = "tbd_admin_"  # noqa: S105 - a format prefix, not a secret
 CLIENT_SECRET_PREFIX = "tbd_cs_"  # noqa: S105 - a format prefix, not a secret
 CLIENT_ID_PREFIX = "tbd_cid_"
 INVITE_PREFIX = "tbd_inv_"
-SECRET_PREFIXES = (ORG_KEY_PREFIX, ADMIN_SECRET_PREFIX, CLIENT_SECRET_PREFIX, INVITE_PREFIX)
+REGISTRATION_TOKEN_PREFIX = "tbd_reg_"  # noqa: S105 - a format prefix, not a secret
+SECRET_PREFIXES = (
+    ORG_KEY_PREFIX,
+    ADMIN_SECRET_PREFIX,
+    CLIENT_SECRET_PREFIX,
+    INVITE_PREFIX,
+    REGISTRATION_TOKEN_PREFIX,
+)
 # Identifiers that look like Tabard tokens but are public: redaction leaves them readable.
 PUBLIC_PREFIXES = (CLIENT_ID_PREFIX,)
 _SECRET_BYTES = 32

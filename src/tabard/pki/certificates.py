@@ -124,7 +124,9 @@ async def _issue(
         policy.certificate_lifetime_seconds,
     )
     now = ctx.clock.now()
-    not_after = min(now + timedelta(seconds=lifetime), issuer.not_valid_after_utc)
+    # Never past any certificate above it: an anchor may expire before its intermediate.
+    chain = _chain_above(ca)
+    not_after = min(now + timedelta(seconds=lifetime), *(c.not_valid_after_utc for c in chain))
     leaf = certs.build_svid(
         issuer,
         key,
@@ -136,7 +138,7 @@ async def _issue(
         crl_url=f"{settings.public_url}/pki/cas/{ca.id}/crl",
     )
     row = _row(agent, leaf, ca.id, CertificateSource.ISSUED, now)
-    return row, certs.to_pem(_chain_above(ca))
+    return row, certs.to_pem(chain)
 
 
 async def _register(
@@ -332,7 +334,9 @@ async def pin_at_first_login(
     if existing is None:
         certificate_id = (
             await session.execute(
-                select(AgentCertificate.id).where(AgentCertificate.thumbprint == thumbprint)
+                select(AgentCertificate.id).where(
+                    AgentCertificate.thumbprint == thumbprint, AgentCertificate.org_id == org_id
+                )
             )
         ).scalar_one_or_none()
         pin = CertificatePin(

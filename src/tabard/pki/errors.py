@@ -76,7 +76,6 @@ class CertificateRefused(Exception):
     """A certificate login was refused; `code` is stable and documented (docs/pki.md)."""
 
     descriptions: ClassVar[dict[str, str]] = {
-        "CERTIFICATE_REQUIRED": "A client certificate is required",
         "CERTIFICATE_MALFORMED": "The client certificate cannot be read",
         "CERTIFICATE_UNTRUSTED": "The certificate does not chain to an active CA of its org",
         "CERTIFICATE_CA_REPLACED": "The certificate was issued by a CA that has been replaced",
@@ -93,7 +92,6 @@ class CertificateRefused(Exception):
         "ORG_SUSPENDED": "The organization is suspended",
         "AGENT_NOT_FOUND": "No such agent",
         "AGENT_NOT_ACTIVE": "The agent is not active",
-        "ASSERTION_INVALID": "The client assertion is not valid for this certificate",
     }
 
     def __init__(self, code: str, detail: str | None = None, org_id: str | None = None) -> None:

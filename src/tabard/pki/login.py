@@ -65,15 +65,18 @@ async def authenticate_certificate(
     client_id: str | None,
     now: datetime,
 ) -> CertificateLogin:
-    """The login a certificate chain (leaf first) proves, or `CertificateRefused`."""
-    if not chain:
-        raise CertificateRefused("CERTIFICATE_REQUIRED")
+    """The login a certificate chain (leaf first, never empty) proves, or `CertificateRefused`."""
     leaf, intermediates = chain[0], chain[1:]
     spiffe_id, parsed = validation.spiffe_id_of(leaf)
-    if (client_id and client_id != spiffe_id) or parsed.trust_domain != trust_domain:
+    if client_id and client_id != spiffe_id:
         raise CertificateRefused(
             "CERTIFICATE_SPIFFE_ID_MISMATCH",
-            f"the certificate speaks for {spiffe_id}, not for {client_id or trust_domain}",
+            f"the certificate speaks for {spiffe_id}, not for {client_id}",
+        )
+    if parsed.trust_domain != trust_domain:
+        raise CertificateRefused(
+            "CERTIFICATE_SPIFFE_ID_MISMATCH",
+            f"the certificate speaks for {spiffe_id}, outside the trust domain {trust_domain}",
         )
     org_id = parsed.org_id
     try:

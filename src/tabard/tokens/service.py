@@ -165,7 +165,7 @@ class TokenService:
         new_chain = False
         if grant_type == client_credentials.GRANT_TYPE:
             grant = client_credentials.client_credentials_grant(
-                caller, request, self.issuer, confirmation
+                caller, request, self.issuer, confirmation, now
             )
         else:
             delegation = await token_exchange.token_exchange_grant(

@@ -17,7 +17,11 @@ GRANT_TYPE = "client_credentials"
 
 
 def client_credentials_grant(
-    caller: Caller, request: TokenRequest, issuer: str, confirmation: dict[str, str] | None
+    caller: Caller,
+    request: TokenRequest,
+    issuer: str,
+    confirmation: dict[str, str] | None,
+    now: float,
 ) -> Grant:
     """A grant for the calling agent: scope within its capabilities (plus OpenID scopes)."""
     allowed = (*caller.agent.capabilities, *OPENID_SCOPES)
@@ -32,10 +36,19 @@ def client_credentials_grant(
         client_id=caller.client.client_id,
         scope=scope,
         audience=audiences(request.resources, request.audiences, issuer),
-        lifetime_seconds=caller.policy.access_token_lifetime_seconds,
+        lifetime_seconds=_lifetime(caller, now),
         confirmation=confirmation,
         certificate=certificate.certificate_key if certificate is not None else None,
     )
+
+
+def _lifetime(caller: Caller, now: float) -> int:
+    """The org's token lifetime, never past the credential's or certificate's own expiry."""
+    lifetime = caller.policy.access_token_lifetime_seconds
+    expires_at = caller.client.expires_at
+    if expires_at is not None:
+        lifetime = min(lifetime, max(1, int(expires_at - now)))
+    return lifetime
 
 
 def _narrowed(wanted: tuple[str, ...], *limits: tuple[str, ...] | None) -> tuple[str, ...]:
