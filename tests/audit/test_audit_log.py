@@ -87,6 +87,15 @@ class TestRecording:
         assert single.json()["action"] == "org.suspended"
         assert (await client.get("/v1/audit/nope", headers=ADMIN)).status_code == 404
 
+    async def test_a_time_filter_without_a_time_zone_is_422(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        response = await client.get(
+            "/v1/audit", params={"since": "2026-01-01T00:00:00"}, headers=ADMIN
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "query.since"
+
 
 class TestChain:
     async def test_verify_passes_on_an_untouched_log(self, client: httpx.AsyncClient) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 
 from tabard.audit import policy, service
 from tabard.audit.schemas import AuditEventOut, AuditVerification, Outcome
@@ -24,8 +24,8 @@ def audit_filter(
     actor_id: Annotated[str | None, Query(alias="actor")] = None,
     action: str | None = None,
     outcome: Outcome | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
 ) -> service.AuditFilter:
     """Query parameters shared by listing and export, confined to what the caller may see."""
     return service.AuditFilter(

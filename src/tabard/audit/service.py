@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, insert, literal, select, tuple_
+from sqlalchemy import Select, func, insert, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.audit.chain import (
@@ -141,6 +141,13 @@ async def record_denial(
             target=target,
             details={"reason": reason},
         )
+
+
+async def latest_sequence(session: AsyncSession, actions: Sequence[str]) -> int:
+    """The global sequence of the newest event with one of `actions` (0 when there is none):
+    a number that only grows, since events are never removed."""
+    statement = select(func.max(AuditEvent.sequence)).where(AuditEvent.action.in_(actions))
+    return int((await session.execute(statement)).scalar_one() or 0)
 
 
 async def _lock_head(session: AsyncSession, chain_id: str) -> AuditChainHead:

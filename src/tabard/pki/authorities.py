@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +22,12 @@ from tabard.core.ids import new_id
 from tabard.core.keystore import KeyStore
 from tabard.pki import certs
 from tabard.pki.errors import CaAlreadyRegistered, CaCannotIssue, CaNotFound, CaReplaced, InvalidCa
-from tabard.pki.models import AgentCertificate, CertificateAuthority, CertificatePin
+from tabard.pki.models import (
+    AgentCertificate,
+    CertificateAuthority,
+    CertificatePin,
+    CertificateRevocation,
+)
 from tabard.pki.schemas import (
     CaCreate,
     CaSource,
@@ -76,18 +81,26 @@ async def replace_ca(
     now = ctx.clock.now()
     old.status, old.replaced_at, old.replaced_by = CaStatus.REPLACED.value, now, new.id
     await session.execute(delete(CertificatePin).where(CertificatePin.ca_id == ca_id))
-    await session.execute(
-        update(AgentCertificate)
-        .where(
-            AgentCertificate.ca_id == ca_id,
-            AgentCertificate.status == CertificateStatus.ACTIVE.value,
-        )
-        .values(
-            status=CertificateStatus.REVOKED.value,
-            revoked_at=now,
-            revocation_reason=RevocationReason.SUPERSEDED.value,
-        )
+    active = select(AgentCertificate).where(
+        AgentCertificate.ca_id == ca_id,
+        AgentCertificate.status == CertificateStatus.ACTIVE.value,
     )
+    superseded = RevocationReason.SUPERSEDED.value
+    for row in list((await session.execute(active)).scalars()):
+        row.status, row.revoked_at = CertificateStatus.REVOKED.value, now
+        row.revocation_reason = superseded
+        # Recorded like any revocation, so the old CA's CRL and the org's list name them too.
+        revocation = CertificateRevocation(
+            id=new_id(),
+            org_id=org_id,
+            ca_id=ca_id,
+            serial=row.serial,
+            certificate_id=row.id,
+            agent_id=row.agent_id,
+            reason=superseded,
+            revoked_at=now,
+        )
+        session.add(revocation)
     details = {"ca_id": ca_id, "replaced_by": new.id}
     await record_change(session, ctx, "ca.replaced", org_id, ca_id, details)
     await ca_replaced.run(session, ctx, CaRef(org_id, ca_id))

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tabard.audit import service as audit
 from tabard.core.jose import b64url_encode
 from tabard.pki import certs
 from tabard.pki.authorities import anchor_of
@@ -24,16 +25,25 @@ from tabard.tenancy import service as tenancy
 from tabard.tenancy.schemas import OrgStatus
 
 REFRESH_HINT_SECONDS = 300
+# What moves CAs in or out of the bundle. The sequence is that of the newest such audit event:
+# it grows with every change and never goes back (audit events are never removed).
+_CHANGES = (
+    "ca.created",
+    "ca.replaced",
+    "org.approved",
+    "org.rejected",
+    "org.suspended",
+    "org.reactivated",
+    "org.deleted",
+)
 
 
 async def trust_domain_bundle(session: AsyncSession) -> dict[str, Any]:
     """The SPIFFE bundle of every active org's active CAs."""
     cas = await _trusted_cas(session, None)
-    # A new CA (a replacement included) or an org moving in or out of `active` changes the set.
-    moments = [ca.created_at for ca in cas] + [await tenancy.latest_org_change(session)]
     return {
         "keys": [_x509_svid_key(ca) for ca in cas],
-        "spiffe_sequence": int(max(moment.timestamp() for moment in moments)),
+        "spiffe_sequence": await audit.latest_sequence(session, _CHANGES),
         "spiffe_refresh_hint": REFRESH_HINT_SECONDS,
     }
 

@@ -3,11 +3,11 @@ the public documents relying parties fetch (trust bundles, CRLs)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
@@ -186,7 +186,7 @@ async def list_revocations(
     ca_id: str | None = None,
     agent_id: str | None = None,
     reason: RevocationReason | None = None,
-    since: datetime | None = None,
+    since: AwareDatetime | None = None,  # a naive time cannot be compared with UTC rows
     cursor: str | None = None,
     limit: Limit = DEFAULT_LIMIT,
 ) -> Page[RevocationOut]:

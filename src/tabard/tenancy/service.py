@@ -6,11 +6,11 @@ write their audit event and outbox event in that same session.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -117,12 +117,6 @@ async def org_ids_with_status(
         Organization.id.in_(sorted(org_ids)), Organization.status == status.value
     )
     return set((await session.execute(statement)).scalars())
-
-
-async def latest_org_change(session: AsyncSession) -> datetime:
-    """When any organization last changed (the epoch when there is none)."""
-    latest = (await session.execute(select(func.max(Organization.updated_at)))).scalar_one()
-    return latest or datetime.fromtimestamp(0, UTC)
 
 
 async def list_orgs(
