@@ -36,6 +36,10 @@ _BODIES = {
     "POST /v1/orgs/{org_id}/bindings": {"agent_id": "x", "scope": ["ledger.read"]},
     "PATCH /v1/orgs/{org_id}/bindings/{binding_id}": {"note": "owned"},
     "PATCH /v1/orgs/{org_id}/trust-settings": {"binding_required": True},
+    "POST /v1/orgs/{org_id}/registration-tokens": {"label": "stolen"},
+    f"POST {_AGENT}/commands": {"action": "rotate"},
+    "POST /v1/agent/commands/{command_id}/running": {"instance_id": "i-1"},
+    "POST /v1/agent/commands/{command_id}/result": {"instance_id": "i-1", "status": "SUCCEEDED"},
 }
 # Routes only the platform admin may call answer 403 to any org key, before looking at the id.
 _ADMIN_ONLY = {
@@ -47,6 +51,11 @@ _ADMIN_ONLY = {
     "POST /v1/orgs/{org_id}/reject",
     "GET /v1/invites/{invite_id}",
     "DELETE /v1/invites/{invite_id}",
+}
+# The agent's own side takes only an agent's access token: an org key is refused before any id.
+_AGENT_ONLY = {
+    "POST /v1/agent/commands/{command_id}/running",
+    "POST /v1/agent/commands/{command_id}/result",
 }
 # Trust bundles and CRLs are published to every relying party, like a CA's own CRL endpoint;
 # they hold CA certificates and revoked serials, never tenant data.
@@ -94,7 +103,7 @@ class TestCrossTenantAccess:
             response = await client.request(
                 method, path, json=_BODIES.get(signature), headers=bearer(acme_key)
             )
-            expected = 403 if signature in _ADMIN_ONLY else 404
+            expected = 403 if signature in _ADMIN_ONLY | _AGENT_ONLY else 404
             if signature in _PUBLIC_DOCUMENTS:
                 expected = 200
             assert response.status_code == expected, (signature, response.text)
@@ -110,9 +119,10 @@ class TestCrossTenantAccess:
         assert after == agent
         credentials = f"/v1/orgs/globex/agents/{agent['id']}/credentials"
         listed = (await client.get(credentials, headers=ADMIN)).json()
-        assert [(c["id"], c["status"], c["name"]) for c in listed] == [
+        assert [(c["id"], c["status"], c["name"]) for c in listed if c["id"] == credential_id] == [
             (credential_id, "active", "default")
         ]
+        assert all(c["status"] == "active" for c in listed)
         certificates = f"/v1/orgs/globex/agents/{agent['id']}/certificates"
         listed = (await client.get(certificates, headers=ADMIN)).json()
         assert [(c["id"], c["status"]) for c in listed] == [(ids["certificate_id"], "active")]
@@ -176,9 +186,38 @@ async def _globex_pki(client: httpx.AsyncClient, agent_id: str) -> dict[str, str
         "/v1/invites", json={"kind": "attach", "org_id": "globex"}, headers=ADMIN
     )
     assert binding.status_code == invite.status_code == 201
+    token = await client.post(
+        "/v1/orgs/globex/registration-tokens", json={"label": "fleet"}, headers=ADMIN
+    )
+    assert token.status_code == 201
     return {
         "ca_id": ca["id"],
         "certificate_id": certificate["id"],
         "binding_id": binding.json()["id"],
         "invite_id": invite.json()["id"],
+        "token_id": token.json()["id"],
+        "command_id": await _globex_command(client, agent_id),
     }
+
+
+async def _globex_command(client: httpx.AsyncClient, agent_id: str) -> str:
+    """A pending command for globex's agent (its action declared with the agent's own token)."""
+    base = f"/v1/orgs/globex/agents/{agent_id}"
+    credential = await client.post(f"{base}/credentials", json={}, headers=ADMIN)
+    body = credential.json()
+    token = await client.post(
+        "/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        auth=(body["client_id"], body["client_secret"]),
+    )
+    assert token.status_code == 200, token.text
+    declared = await client.put(
+        "/v1/agent/actions",
+        json={"actions": [{"name": "rotate"}]},
+        headers=bearer(token.json()["access_token"]),
+    )
+    assert declared.status_code == 200, declared.text
+    command = await client.post(f"{base}/commands", json={"action": "rotate"}, headers=ADMIN)
+    assert command.status_code == 201, command.text
+    command_id: str = command.json()[0]["id"]
+    return command_id

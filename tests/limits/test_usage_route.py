@@ -44,7 +44,8 @@ class TestGetUsage:
         next_midnight = (clock.now() + timedelta(days=1)).date().isoformat()
         assert str(tokens["resets_at"]).startswith(next_midnight)
         assert by_name(body)["api_calls_per_day"]["used"] == 0
-        assert {limit["name"] for limit in body["rate_limits"]} == {"token_endpoint", "api"}
+        names = {limit["name"] for limit in body["rate_limits"]}
+        assert names == {"token_endpoint", "api", "heartbeat"}
 
     async def test_the_orgs_own_key_may_read_it(self, client: httpx.AsyncClient) -> None:
         await create_org(client, "acme")

@@ -18,7 +18,7 @@ from tabard import __version__
 from tabard.api.health import router as health_router
 from tabard.api.hot_routes import HotRoutes
 from tabard.api.middleware import RequestContextMiddleware
-from tabard.api.principals import optional_principal, require_principal
+from tabard.api.principals import optional_principal, require_agent_principal, require_principal
 from tabard.api.problems import install_problem_handlers
 from tabard.audit.jobs import CHAIN_CHECK_JOB, check_chain_once
 from tabard.audit.routes import router as audit_router
@@ -37,6 +37,10 @@ from tabard.credentials import service as credentials_service
 from tabard.credentials.jobs import EXPIRY_GAUGE_JOB, update_expiring_gauge_once
 from tabard.credentials.routes import router as credentials_router
 from tabard.limits.routes import router as limits_router
+from tabard.operations import service as operations_service
+from tabard.operations.routes import agent_router as agent_operations_router
+from tabard.operations.routes import enrollment_router
+from tabard.operations.routes import router as operations_router
 from tabard.pki import jobs as pki_jobs
 from tabard.pki import revocations as pki_revocations
 from tabard.pki import service as pki_service
@@ -108,6 +112,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.org_tiers = {}
     app.state.token_service = TokenService(runtime)
     app.state.resource_authenticator = ResourceAuthenticator(app.state.token_service)
+    app.state.operations = operations_service.Operations.build(
+        runtime.database, runtime.clock, settings, runtime.bus
+    )
     install_problem_handlers(app)
     app.include_router(health_router)
     # OAuth endpoints authenticate clients their own way (RFC 6749 §2.3), not as API principals.
@@ -124,8 +131,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         keys_router,
         pki_router,
         trust_router,
+        operations_router,
     ):
         app.include_router(domain_router, dependencies=[Depends(require_principal)])
+    app.include_router(agent_operations_router, dependencies=[Depends(require_agent_principal)])
+    # Registration presents a registration token, not a principal: the route checks it.
+    app.include_router(enrollment_router)
 
     for public_router in (
         registry_public_router,
@@ -217,6 +228,37 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         )
     )
+    operations = app.state.operations
+    await operations.signals.start()
+    # Every process flushes the heartbeats it absorbed; one leader announces presence changes
+    # and persists expired commands and lapsed leases.
+    jobs.append(
+        asyncio.create_task(
+            run_periodic(
+                database,
+                clock,
+                operations_service.HEARTBEAT_FLUSH_JOB,
+                settings.heartbeat_flush_seconds,
+                operations.flush_heartbeats,
+                exclusive=False,
+            )
+        )
+    )
+    for name, interval, job in (
+        (
+            operations_service.PRESENCE_JOB,
+            settings.presence_check_seconds,
+            operations.announce_presence,
+        ),
+        (
+            operations_service.COMMAND_SWEEP_JOB,
+            settings.command_sweep_seconds,
+            operations.sweep_commands,
+        ),
+    ):
+        jobs.append(
+            asyncio.create_task(run_periodic(database, clock, name, interval, job, exclusive=True))
+        )
     # One leader raises `certificate.expiring` once per certificate.
     jobs.append(
         asyncio.create_task(
@@ -240,6 +282,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             job.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*jobs, return_exceptions=True)
+        await operations.signals.stop()
+        with contextlib.suppress(Exception):  # the last beats; a lost flush costs one interval
+            await operations.flush_heartbeats()
         await app.state.token_service.close()
         await runtime.kv.close()
         await runtime.bus.close()

@@ -31,7 +31,18 @@ async def optional_principal(request: Request) -> None:
 
 
 async def require_principal(request: Request) -> None:
-    """Authenticate the caller and store the actor on `request.state`."""
+    """Authenticate the caller, count the call (rate limit, daily quota), and store the actor
+    on `request.state`."""
+    await _resolve(request, count=True)
+
+
+async def require_agent_principal(request: Request) -> None:
+    """The same for an agent's operational calls (heartbeats, command polls and results):
+    not counted against its org's API quota; their routes apply their own limits."""
+    await _resolve(request, count=False)
+
+
+async def _resolve(request: Request, *, count: bool) -> None:
     runtime = get_runtime(request)
     presented = presented_token(request, runtime.settings)
     if presented is not None:
@@ -40,7 +51,8 @@ async def require_principal(request: Request) -> None:
         claims = verified.claims
         request.state.actor = Actor(ActorKind.AGENT, str(claims["sub"]), str(claims["org"]))
         request.state.token_claims = claims
-        await _count_call(request, runtime, request.state.actor)
+        if count:
+            await _count_call(request, runtime, request.state.actor)
         return
     token = _bearer_token(request)
     admin: AdminAuthenticator = request.app.state.admin_authenticator
@@ -49,7 +61,8 @@ async def require_principal(request: Request) -> None:
             session, admin, runtime.secret_key, token, runtime.clock
         )
     request.state.actor = actor
-    await _count_call(request, runtime, actor)
+    if count:
+        await _count_call(request, runtime, actor)
     if stale and actor.id is not None:
         async with runtime.database.unit_of_work() as session:
             await record_key_use(session, actor.id, runtime.clock)

@@ -158,6 +158,16 @@ class Settings(BaseSettings):
             raise ValueError(f"not a SPIFFE trust domain name: {value!r} (a-z 0-9 . - _)")
         return value
 
+    # Operations: when an agent counts as offline, and how often heartbeats are written, presence
+    # transitions announced and expired commands swept.
+    agent_offline_threshold_seconds: float = Field(default=90, gt=0)
+    heartbeat_flush_seconds: float = Field(default=1.0, gt=0, le=30)
+    presence_check_seconds: float = Field(default=60, gt=0)
+    command_sweep_seconds: float = Field(default=10, gt=0)
+    # Heartbeats per instance: a sustained rate per second and a burst (GCRA); 0 turns it off.
+    heartbeat_rate_limit_per_second: float = Field(default=1.0, ge=0)
+    heartbeat_rate_limit_burst: int = Field(default=5, ge=1)
+
     audit_verify_interval_seconds: float = Field(default=300, gt=0)
     shutdown_grace_seconds: float = Field(default=30, gt=0)
 

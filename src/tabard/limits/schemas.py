@@ -26,6 +26,7 @@ class QuotaName(StrEnum):
 class RateLimitName(StrEnum):
     TOKEN_ENDPOINT = "token_endpoint"  # noqa: S105 - a limit name, not a secret
     API = "api"
+    HEARTBEAT = "heartbeat"
 
 
 class QuotaUsage(BaseModel):

@@ -63,7 +63,7 @@ class _RateLimit:
         return Policy(self.name.value, self.burst, window)
 
 
-def _rate_limits(settings: Settings) -> tuple[_RateLimit, _RateLimit]:
+def _rate_limits(settings: Settings) -> tuple[_RateLimit, _RateLimit, _RateLimit]:
     return (
         _RateLimit(
             RateLimitName.TOKEN_ENDPOINT,
@@ -72,6 +72,11 @@ def _rate_limits(settings: Settings) -> tuple[_RateLimit, _RateLimit]:
         ),
         _RateLimit(
             RateLimitName.API, settings.api_rate_limit_per_second, settings.api_rate_limit_burst
+        ),
+        _RateLimit(
+            RateLimitName.HEARTBEAT,
+            settings.heartbeat_rate_limit_per_second,
+            settings.heartbeat_rate_limit_burst,
         ),
     )
 
@@ -88,6 +93,14 @@ async def check_api_rate(
 ) -> RateLimitHeaders:
     """Count one API call of a principal (`org_key:<id>`, `agent:<id>`, `admin`), as above."""
     return await _take(kv, clock, _rate_limits(settings)[1], principal_key)
+
+
+async def check_heartbeat_rate(
+    kv: KeyValueStore, settings: Settings, clock: Clock, instance_key: str
+) -> RateLimitHeaders:
+    """Count one heartbeat of an agent instance (`<agent id>/<instance id>`), as above: fleets
+    are limited per process, not per agent, so a thousand instances of one agent may beat."""
+    return await _take(kv, clock, _rate_limits(settings)[2], instance_key)
 
 
 async def _take(

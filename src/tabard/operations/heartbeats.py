@@ -1,0 +1,214 @@
+"""Heartbeats: the hottest write path of a fleet, absorbed in memory and written in batches.
+
+A heartbeat only updates the process's `HeartbeatBuffer` (no I/O): the latest beat of each
+instance since the last flush, coalesced. A background task per process flushes the buffer
+every `TABARD_HEARTBEAT_FLUSH_SECONDS` as one multi-row upsert of `agent_instances`, with the
+sampled audit events in the same transaction: at most one per instance per 5 minutes, and
+always the first one this process sees after it started. So 100,000 instances beating every
+30 s cost one statement of ~3,300 rows a second, not 3,300 statements.
+
+Reads merge the database with what this process has not flushed yet; another replica's
+unflushed beats are at most one flush interval late, far below the offline threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tabard.audit import service as audit
+from tabard.core.clock import Clock
+from tabard.core.context import Actor, ActorKind, Context
+from tabard.core.db import Database
+from tabard.core.errors import InvalidField
+from tabard.core.logging import get_logger
+from tabard.operations.models import AgentInstance
+from tabard.operations.schemas import MAX_STATUS_BYTES, Heartbeat, HeartbeatAck
+
+log = get_logger(__name__)
+
+AUDIT_EVERY = timedelta(minutes=5)
+CLOCK_SKEW_TOLERANCE_SECONDS = 30.0
+_MAX_AUDIT_MEMORY = 500_000
+_UPSERT_ROWS_PER_STATEMENT = 1000
+
+
+@dataclass(slots=True)
+class Beat:
+    """The latest heartbeat of one instance since the last flush, and how many it stands for."""
+
+    org_id: str
+    agent_id: str
+    instance_id: str
+    hostname: str
+    version: str
+    sdk_version: str
+    status: dict[str, Any]
+    clock_skew_seconds: float
+    seen_at: datetime
+    count: int
+    audited: bool
+
+
+def clock_skew(now: datetime, agent_clock: datetime | None) -> float:
+    """Server time minus the agent's: positive when the agent's clock is behind."""
+    return 0.0 if agent_clock is None else (now - agent_clock).total_seconds()
+
+
+def check_status_size(heartbeat: Heartbeat) -> None:
+    size = len(json.dumps(heartbeat.status, separators=(",", ":")).encode())
+    if size > MAX_STATUS_BYTES:
+        raise InvalidField("body.status", f"{size} bytes; at most {MAX_STATUS_BYTES}")
+
+
+class HeartbeatBuffer:
+    """One per process; `record` is synchronous and does no I/O."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._pending: dict[tuple[str, str], Beat] = {}
+        self._last_audit: dict[tuple[str, str], datetime] = {}
+
+    def record(self, org_id: str, agent_id: str, heartbeat: Heartbeat) -> HeartbeatAck:
+        check_status_size(heartbeat)
+        now = self._clock.now()
+        key = (agent_id, heartbeat.instance_id)
+        skew = clock_skew(now, heartbeat.clock)
+        earlier = self._pending.get(key)
+        beat = Beat(
+            org_id,
+            agent_id,
+            heartbeat.instance_id,
+            heartbeat.hostname,
+            heartbeat.version,
+            heartbeat.sdk_version,
+            heartbeat.status,
+            skew,
+            now,
+            (earlier.count if earlier else 0) + 1,
+            (earlier.audited if earlier else False) or self._due_for_audit(key, now),
+        )
+        self._pending[key] = beat
+        return HeartbeatAck(server_time=now, clock_skew_seconds=skew)
+
+    def pending_for(self, agent_id: str) -> list[Beat]:
+        """This process's unflushed beats of the agent (reads merge them in)."""
+        return [beat for (agent, _), beat in self._pending.items() if agent == agent_id]
+
+    def _due_for_audit(self, key: tuple[str, str], now: datetime) -> bool:
+        last = self._last_audit.get(key)
+        if last is not None and now - last < AUDIT_EVERY:
+            return False
+        if len(self._last_audit) > _MAX_AUDIT_MEMORY:
+            self._last_audit.clear()  # bounded memory; at worst some extra audit events
+        self._last_audit[key] = now
+        return True
+
+    def take(self) -> list[Beat]:
+        beats, self._pending = list(self._pending.values()), {}
+        return beats
+
+    def put_back(self, beats: Sequence[Beat]) -> None:
+        """A failed flush: keep the beats (newer ones win) for the next round."""
+        for beat in beats:
+            self._pending.setdefault((beat.agent_id, beat.instance_id), beat)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+async def flush(database: Database, buffer: HeartbeatBuffer, clock: Clock) -> int:
+    """Write the buffered beats (and their sampled audit events) in one transaction."""
+    beats = buffer.take()
+    if not beats:
+        return 0
+    try:
+        async with database.unit_of_work() as session:
+            await _write(session, beats, clock)
+    except IntegrityError:
+        # An agent (its org) was deleted since it beat: write the others one by one.
+        await _write_each(database, beats, clock)
+    except Exception:
+        buffer.put_back(beats)
+        raise
+    return len(beats)
+
+
+async def _write_each(database: Database, beats: Sequence[Beat], clock: Clock) -> None:
+    for beat in beats:
+        try:
+            async with database.unit_of_work() as session:
+                await _write(session, [beat], clock)
+        except IntegrityError:
+            log.info("heartbeat of a deleted agent dropped", agent_id=beat.agent_id)
+
+
+async def _write(session: AsyncSession, beats: Sequence[Beat], clock: Clock) -> None:
+    for start in range(0, len(beats), _UPSERT_ROWS_PER_STATEMENT):
+        await _upsert(session, beats[start : start + _UPSERT_ROWS_PER_STATEMENT])
+    entries = [_audit_entry(beat, clock) for beat in beats if beat.audited]
+    if entries:
+        await audit.record_batch(session, entries)
+
+
+async def _upsert(session: AsyncSession, beats: Sequence[Beat]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(AgentInstance).values(
+        [
+            {
+                "agent_id": beat.agent_id,
+                "instance_id": beat.instance_id,
+                "org_id": beat.org_id,
+                "hostname": beat.hostname,
+                "version": beat.version,
+                "sdk_version": beat.sdk_version,
+                "status_data": beat.status,
+                "clock_skew_seconds": beat.clock_skew_seconds,
+                "first_seen_at": beat.seen_at,
+                "last_seen_at": beat.seen_at,
+                "heartbeats": beat.count,
+            }
+            for beat in beats
+        ]
+    )
+    excluded = statement.excluded
+    statement = statement.on_conflict_do_update(
+        index_elements=["agent_id", "instance_id"],
+        set_={
+            "hostname": excluded.hostname,
+            "version": excluded.version,
+            "sdk_version": excluded.sdk_version,
+            "status_data": excluded.status_data,
+            "clock_skew_seconds": excluded.clock_skew_seconds,
+            # Beats from two replicas may flush out of order: the newest wins.
+            "last_seen_at": func.max(AgentInstance.last_seen_at, excluded.last_seen_at)
+            if dialect == "sqlite"
+            else func.greatest(AgentInstance.last_seen_at, excluded.last_seen_at),
+            "heartbeats": AgentInstance.heartbeats + excluded.heartbeats,
+        },
+    )
+    await session.execute(statement)
+
+
+def _audit_entry(beat: Beat, clock: Clock) -> audit.AuditEntry:
+    ctx = Context(Actor(ActorKind.AGENT, beat.agent_id, beat.org_id), clock)
+    details = {
+        "instance_id": beat.instance_id,
+        "hostname": beat.hostname,
+        "version": beat.version,
+        "sdk_version": beat.sdk_version,
+        "clock_skew_seconds": round(beat.clock_skew_seconds, 3),
+        "heartbeats": beat.count,
+    }
+    return audit.AuditEntry(
+        ctx, "agent.heartbeat", beat.org_id, target=beat.agent_id, details=details
+    )
