@@ -11,13 +11,20 @@ import tabard.sdk
 class TestSurface:
     def test_public_names_are_pinned(self) -> None:
         assert tabard.sdk.__all__ == [
+            "ActionContext",
+            "ActionFailed",
+            "Agent",
+            "AgentError",
             "Client",
+            "CredentialsRejected",
             "KeySet",
             "KeySetUnavailable",
             "TabardAPIError",
+            "TokenFileError",
             "TokenInvalid",
             "TokenVerifier",
             "UnknownKeyId",
+            "secret",
             "verify_jwt",
         ]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -69,16 +69,29 @@ def check_status_size(heartbeat: Heartbeat) -> None:
         raise InvalidField("body.status", f"{size} bytes; at most {MAX_STATUS_BYTES}")
 
 
+def check_storable(heartbeat: Heartbeat) -> None:
+    """Refuse what the flush could not write: a beat PostgreSQL rejects would fail every flush
+    of the process (the batch is put back), and a naive clock cannot be compared with ours."""
+    for field in ("hostname", "version", "sdk_version"):
+        if "\x00" in getattr(heartbeat, field):
+            raise InvalidField(f"body.{field}", "must not contain NUL characters")
+    if heartbeat.clock is not None and heartbeat.clock.utcoffset() is None:
+        raise InvalidField("body.clock", "needs a time zone (an offset or Z)")
+
+
 class HeartbeatBuffer:
     """One per process; `record` is synchronous and does no I/O."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._pending: dict[tuple[str, str], Beat] = {}
+        # Taken by a flush that has not committed yet: still shown to reads meanwhile.
+        self._flushing: dict[tuple[str, str], Beat] = {}
         self._last_audit: dict[tuple[str, str], datetime] = {}
 
     def record(self, org_id: str, agent_id: str, heartbeat: Heartbeat) -> HeartbeatAck:
         check_status_size(heartbeat)
+        check_storable(heartbeat)
         now = self._clock.now()
         key = (agent_id, heartbeat.instance_id)
         skew = clock_skew(now, heartbeat.clock)
@@ -100,8 +113,9 @@ class HeartbeatBuffer:
         return HeartbeatAck(server_time=now, clock_skew_seconds=skew)
 
     def pending_for(self, agent_id: str) -> list[Beat]:
-        """This process's unflushed beats of the agent (reads merge them in)."""
-        return [beat for (agent, _), beat in self._pending.items() if agent == agent_id]
+        """This process's beats of the agent not yet committed (reads merge them in)."""
+        beats = {**self._flushing, **self._pending}
+        return [beat for (agent, _), beat in beats.items() if agent == agent_id]
 
     def _due_for_audit(self, key: tuple[str, str], now: datetime) -> bool:
         last = self._last_audit.get(key)
@@ -113,11 +127,16 @@ class HeartbeatBuffer:
         return True
 
     def take(self) -> list[Beat]:
-        beats, self._pending = list(self._pending.values()), {}
-        return beats
+        """The beats to write; they stay visible to reads until `flushed` or `put_back`."""
+        self._flushing, self._pending = self._pending, {}
+        return list(self._flushing.values())
+
+    def flushed(self) -> None:
+        self._flushing = {}
 
     def put_back(self, beats: Sequence[Beat]) -> None:
         """A failed flush: keep the beats (newer ones win) for the next round."""
+        self._flushing = {}
         for beat in beats:
             self._pending.setdefault((beat.agent_id, beat.instance_id), beat)
 
@@ -139,6 +158,7 @@ async def flush(database: Database, buffer: HeartbeatBuffer, clock: Clock) -> in
     except Exception:
         buffer.put_back(beats)
         raise
+    buffer.flushed()
     return len(beats)
 
 
@@ -181,15 +201,17 @@ async def _upsert(session: AsyncSession, beats: Sequence[Beat]) -> None:
         ]
     )
     excluded = statement.excluded
+    # Beats from two replicas may flush out of order: the newest wins, for every field it
+    # carries (SET reads the row as it was, so this holds beside the new last_seen_at).
+    newer = excluded.last_seen_at >= AgentInstance.last_seen_at
+    latest = {
+        name: case((newer, excluded[name]), else_=AgentInstance.__table__.c[name])
+        for name in ("hostname", "version", "sdk_version", "status_data", "clock_skew_seconds")
+    }
     statement = statement.on_conflict_do_update(
         index_elements=["agent_id", "instance_id"],
         set_={
-            "hostname": excluded.hostname,
-            "version": excluded.version,
-            "sdk_version": excluded.sdk_version,
-            "status_data": excluded.status_data,
-            "clock_skew_seconds": excluded.clock_skew_seconds,
-            # Beats from two replicas may flush out of order: the newest wins.
+            **latest,
             "last_seen_at": func.max(AgentInstance.last_seen_at, excluded.last_seen_at)
             if dialect == "sqlite"
             else func.greatest(AgentInstance.last_seen_at, excluded.last_seen_at),
