@@ -49,6 +49,22 @@ class StaticRequest:
         return self.raw
 
 
+class NumberedRequests:
+    """The same request with a body that names a different instance each time: `{n}` in the
+    template becomes n = start, start + step, … (mod `count`), so C connections together cycle
+    through `count` distinct instances (a fleet's heartbeats)."""
+
+    def __init__(self, head: str, template: str, start: int, step: int, count: int) -> None:
+        self._head, self._template = head, template
+        self._n, self._step, self._count = start % count, step, count
+
+    def next(self) -> bytes:
+        body = self._template.replace("{n}", str(self._n))
+        self._n = (self._n + self._step) % self._count
+        length = len(body.encode("latin-1"))
+        return f"{self._head}\r\nContent-Length: {length}\r\n\r\n{body}".encode("latin-1")
+
+
 class DpopRequests:
     """Requests with a DPoP-bound token and a new proof each (RFC 9449 §4.2, §7.1): unique
     `jti`, `htm`/`htu` of the request, `ath` of the token. Proofs come from a pool signed ahead."""
@@ -288,9 +304,17 @@ def request_sources(raw: dict[str, Any]) -> list[RequestSource]:
     method, body = raw.get("method", "GET"), raw.get("body", "")
     per_connection: list[dict[str, str]] = raw.get("connection_headers") or [{}]
     dpop = raw.get("dpop")
+    numbered = raw.get("numbered_body")  # {"template", "count", "offset", "step"}
     sources: list[RequestSource] = []
     for i in range(int(raw["connections"])):
         headers = {**raw.get("headers", {}), **per_connection[i % len(per_connection)]}
+        if numbered is not None:
+            head = request_head(host, port, path, headers, "GET")  # Content-Length per request
+            head = head.replace("GET ", f"{method} ", 1)
+            start = int(numbered["offset"]) + i
+            step, count = int(numbered["step"]), int(numbered["count"])
+            sources.append(NumberedRequests(head, numbered["template"], start, step, count))
+            continue
         if dpop is None:
             sources.append(StaticRequest(build_request(host, port, path, headers, method, body)))
             continue

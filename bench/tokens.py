@@ -122,6 +122,8 @@ class Spec:
     connection_headers: list[dict[str, str]] = field(default_factory=list)
     dpop_holders: list[dict[str, Any]] = field(default_factory=list)
     dpop_htu: str = ""
+    # A body naming a different instance per request: {"template": "…{n}…", "count": N}.
+    numbered_body: dict[str, Any] | None = None
 
 
 @dataclass
@@ -397,6 +399,12 @@ def jobs_for(server: Server, spec: Spec, plan: LoadPlan) -> list[bytes]:
         }
         if spec.connection_headers:
             job["connection_headers"] = rotate(spec.connection_headers, offset, count)
+        if spec.numbered_body is not None:
+            job["numbered_body"] = {
+                **spec.numbered_body,
+                "offset": offset,
+                "step": plan.connections,
+            }
         if spec.dpop_holders:
             job["dpop"] = {
                 "htu": spec.dpop_htu,

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from tabard import __version__
@@ -38,8 +38,8 @@ from tabard.credentials.jobs import EXPIRY_GAUGE_JOB, update_expiring_gauge_once
 from tabard.credentials.routes import router as credentials_router
 from tabard.limits.routes import router as limits_router
 from tabard.operations import service as operations_service
+from tabard.operations.routes import HEARTBEAT_PATH, enrollment_router, heartbeat_endpoint
 from tabard.operations.routes import agent_router as agent_operations_router
-from tabard.operations.routes import enrollment_router
 from tabard.operations.routes import router as operations_router
 from tabard.pki import jobs as pki_jobs
 from tabard.pki import revocations as pki_revocations
@@ -146,8 +146,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     ):
         app.include_router(public_router, dependencies=[Depends(optional_principal)])
     wire_domain_hooks()
-    # Innermost of our middleware: the token endpoint skips FastAPI's router, nothing else.
-    app.add_middleware(HotRoutes, routes={("POST", "/oauth2/token"): token_endpoint})
+    # Innermost of our middleware: the token endpoint and heartbeats skip FastAPI's router.
+    hot = {("POST", "/oauth2/token"): token_endpoint, ("POST", HEARTBEAT_PATH): _heartbeat}
+    app.add_middleware(HotRoutes, routes=hot)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -158,6 +159,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         )
     app.add_middleware(RequestContextMiddleware, tracer=configure_tracing())
     return app
+
+
+async def _heartbeat(request: Request) -> Response:
+    """The agent's principal as for every agent call, then the heartbeat itself."""
+    await require_agent_principal(request)
+    return await heartbeat_endpoint(request)
 
 
 def wire_domain_hooks() -> None:

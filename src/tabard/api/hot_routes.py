@@ -10,7 +10,7 @@ so the OpenAPI document still describes them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -31,7 +31,7 @@ class HotRoute:
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Endpoint]) -> None:
+    def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], Endpoint]) -> None:
         self.app = app
         self._routes = routes
 

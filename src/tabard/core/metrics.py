@@ -94,3 +94,25 @@ TIER_LIMIT_REJECTIONS = Counter(
     ["limit"],
     registry=REGISTRY,
 )
+HEARTBEATS_RECEIVED = Counter(
+    "tabard_heartbeats_received_total",
+    "Heartbeats accepted by this process (before they are coalesced).",
+    registry=REGISTRY,
+)
+HEARTBEAT_FLUSH = Histogram(
+    "tabard_heartbeat_flush_seconds",
+    "How long writing one batch of coalesced heartbeats took.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+HEARTBEAT_FLUSH_ROWS = Histogram(
+    "tabard_heartbeat_flush_rows",
+    "Instances written by one heartbeat flush.",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 50000),
+    registry=REGISTRY,
+)
+HEARTBEAT_BUFFER = Gauge(
+    "tabard_heartbeat_buffer_instances",
+    "Instances whose latest heartbeat waits in this process's buffer for the next flush.",
+    registry=REGISTRY,
+)

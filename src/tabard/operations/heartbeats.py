@@ -14,6 +14,7 @@ unflushed beats are at most one flush interval late, far below the offline thres
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +31,12 @@ from tabard.core.context import Actor, ActorKind, Context
 from tabard.core.db import Database
 from tabard.core.errors import InvalidField
 from tabard.core.logging import get_logger
+from tabard.core.metrics import (
+    HEARTBEAT_BUFFER,
+    HEARTBEAT_FLUSH,
+    HEARTBEAT_FLUSH_ROWS,
+    HEARTBEATS_RECEIVED,
+)
 from tabard.operations.models import AgentInstance
 from tabard.operations.schemas import MAX_STATUS_BYTES, Heartbeat, HeartbeatAck
 
@@ -110,6 +117,7 @@ class HeartbeatBuffer:
             (earlier.audited if earlier else False) or self._due_for_audit(key, now),
         )
         self._pending[key] = beat
+        HEARTBEATS_RECEIVED.inc()
         return HeartbeatAck(server_time=now, clock_skew_seconds=skew)
 
     def pending_for(self, agent_id: str) -> list[Beat]:
@@ -147,8 +155,10 @@ class HeartbeatBuffer:
 async def flush(database: Database, buffer: HeartbeatBuffer, clock: Clock) -> int:
     """Write the buffered beats (and their sampled audit events) in one transaction."""
     beats = buffer.take()
+    HEARTBEAT_BUFFER.set(len(buffer))
     if not beats:
         return 0
+    started = time.perf_counter()
     try:
         async with database.unit_of_work() as session:
             await _write(session, beats, clock)
@@ -159,6 +169,8 @@ async def flush(database: Database, buffer: HeartbeatBuffer, clock: Clock) -> in
         buffer.put_back(beats)
         raise
     buffer.flushed()
+    HEARTBEAT_FLUSH.observe(time.perf_counter() - started)
+    HEARTBEAT_FLUSH_ROWS.observe(len(beats))
     return len(beats)
 
 

@@ -14,11 +14,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
-from tabard.core.errors import Unauthenticated
+from tabard.core.context import Context
+from tabard.core.errors import Unauthenticated, ValidationFailed
 from tabard.core.ids import REGISTRATION_TOKEN_PREFIX
 from tabard.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
-from tabard.core.runtime import ContextDep, RuntimeDep
+from tabard.core.runtime import ContextDep, Runtime, RuntimeDep, get_context, get_runtime
 from tabard.limits import service as limits
 from tabard.operations import actions, commands, policy, registration
 from tabard.operations import status as agent_status
@@ -50,6 +52,7 @@ enrollment_router = APIRouter(tags=["agent operations"])
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 _COMMANDS = "/agents/{agent_id}/commands"
 _MAX_WAIT_SECONDS = 30.0
+HEARTBEAT_PATH = "/v1/agent/heartbeat"
 
 
 def operations(request: Request) -> Operations:
@@ -259,12 +262,43 @@ async def retry_command(
 async def heartbeat(
     body: Heartbeat, request: Request, runtime: RuntimeDep, ctx: ContextDep
 ) -> HeartbeatAck:
-    """One instance is alive. Absorbed in memory, written in batches."""
+    """One instance is alive. Absorbed in memory, written in batches. (Served by
+    `heartbeat_endpoint` past FastAPI's router; declared here for the OpenAPI document.)"""
+    return await _record_heartbeat(request, runtime, ctx, body)
+
+
+async def heartbeat_endpoint(request: Request) -> Response:
+    """POST /v1/agent/heartbeat for `api.hot_routes`: the fleet's hottest write skips the
+    router and dependency resolution; the principal is already on the request."""
+    try:
+        body = Heartbeat.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise _validation_failed(exc) from None
+    ack = await _record_heartbeat(request, get_runtime(request), get_context(request), body)
+    return Response(ack.model_dump_json(), media_type="application/json")
+
+
+async def _record_heartbeat(
+    request: Request, runtime: Runtime, ctx: Context, body: Heartbeat
+) -> HeartbeatAck:
     org_id, agent_id = policy.require_agent(ctx.actor)
     await limits.check_heartbeat_rate(
         runtime.kv, runtime.settings, runtime.clock, f"{agent_id}/{body.instance_id}"
     )
     return operations(request).heartbeats.record(org_id, agent_id, body)
+
+
+def _validation_failed(exc: ValidationError) -> ValidationFailed:
+    """The 422 FastAPI would answer: each error named by its `body.` field path."""
+    errors = [
+        {
+            "field": ".".join(["body", *(str(part) for part in error["loc"])]),
+            "message": error["msg"],
+        }
+        for error in exc.errors()
+    ]
+    first = errors[0] if errors else {"field": "body", "message": "invalid JSON"}
+    return ValidationFailed(f"{first['field']}: {first['message']}", errors=errors)
 
 
 @agent_router.put("/actions", response_model=list[ActionOut])

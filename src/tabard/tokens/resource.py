@@ -123,7 +123,7 @@ def presented_token(request: Request, settings: Settings) -> PresentedToken | No
         scheme="DPoP" if scheme.lower() == "dpop" else "Bearer",
         token=token,
         method=request.method,
-        url=settings.public_url + request.url.path,
+        url=settings.public_url + request.scope.get("root_path", "") + request.scope["path"],
         dpop_proofs=request.headers.getlist("dpop"),
         certificate_thumbprint=certificate_thumbprint(
             client_certificate_chain(request.scope, request.headers, settings)

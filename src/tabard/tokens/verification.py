@@ -22,6 +22,7 @@ from tabard.tokens.access_tokens import ACCESS_TOKEN_TYPE
 from tabard.tokens.revocation import RevocationList
 
 LEEWAY_SECONDS = 30.0
+_REMEMBERED_TOKENS = 20_000
 
 
 class BindingWithdrawn(TokenInvalid):
@@ -56,19 +57,21 @@ class AccessTokenVerifier:
         self._revocations = revocations
         # The signing domain caches the published keys; parsing them is cached per snapshot.
         self._parsed: tuple[PublishedKeys, KeySet] | None = None
+        self._verified: dict[tuple[str, str | None], tuple[dict[str, Any], str]] = {}
 
     async def verify(self, token: str, *, audience: str | None = None) -> VerifiedToken:
-        """Signature, `typ`, `iss`, `aud` (when given), times, then the revocation list."""
-        try:
-            claims = self._verify_with(token, await self._key_set(), audience)
-        except UnknownKeyId as exc:
-            keys = await self._key_set(unknown_kid=exc.kid)
-            try:
-                claims = self._verify_with(token, keys, audience)
-            except UnknownKeyId:
-                # Not (or no longer) one of our keys: an emergency-revoked key looks like this.
-                raise TokenInvalid("bad_signature", "token signature is invalid") from None
-        kid = _kid(token)
+        """Signature, `typ`, `iss`, `aud` (when given), times, then the revocation list.
+
+        A token whose signature and claims verified before is not verified again while it is
+        live (a fleet sends the same token for minutes); its times and the revocation list are
+        checked on every use. A key revoked in an emergency is in that list too."""
+        remembered = self._remembered(token, audience)
+        if remembered is None:
+            claims = await self._verified_claims(token, audience)
+            kid = _kid(token)
+            self._remember(token, audience, claims, kid)
+        else:
+            claims, kid = remembered
         revoked_by = await self._revocations.revoked_by(claims, kid)
         if revoked_by == "kid":
             # An emergency key revocation: to clients this is a signature that no longer counts.
@@ -78,6 +81,32 @@ class AccessTokenVerifier:
         if revoked_by is not None:
             raise TokenInvalid("revoked", "token has been revoked")  # type: ignore[arg-type]
         return VerifiedToken(claims, kid, token)
+
+    async def _verified_claims(self, token: str, audience: str | None) -> dict[str, Any]:
+        try:
+            return self._verify_with(token, await self._key_set(), audience)
+        except UnknownKeyId as exc:
+            keys = await self._key_set(unknown_kid=exc.kid)
+            try:
+                return self._verify_with(token, keys, audience)
+            except UnknownKeyId:
+                # Not (or no longer) one of our keys: an emergency-revoked key looks like this.
+                raise TokenInvalid("bad_signature", "token signature is invalid") from None
+
+    def _remembered(self, token: str, audience: str | None) -> tuple[dict[str, Any], str] | None:
+        entry = self._verified.get((token, audience))
+        if entry is None:
+            return None
+        claims, kid = entry
+        if float(claims["exp"]) <= self._clock.timestamp() - LEEWAY_SECONDS:
+            del self._verified[(token, audience)]
+            return None
+        return claims, kid
+
+    def _remember(self, token: str, audience: str | None, claims: dict[str, Any], kid: str) -> None:
+        if len(self._verified) >= _REMEMBERED_TOKENS:
+            self._verified.clear()  # bounded; the next uses verify once more
+        self._verified[(token, audience)] = (claims, kid)
 
     def _verify_with(self, token: str, keys: KeySet, audience: str | None) -> dict[str, Any]:
         return verify_jwt(
