@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import case, func
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.audit import service as audit
@@ -143,10 +143,17 @@ class HeartbeatBuffer:
         self._flushing = {}
 
     def put_back(self, beats: Sequence[Beat]) -> None:
-        """A failed flush: keep the beats (newer ones win) for the next round."""
+        """A failed flush: keep the beats for the next round. A newer beat of the same instance
+        that arrived meanwhile wins, and carries the older one's count and audit sample."""
         self._flushing = {}
         for beat in beats:
-            self._pending.setdefault((beat.agent_id, beat.instance_id), beat)
+            key = (beat.agent_id, beat.instance_id)
+            newer = self._pending.get(key)
+            if newer is None:
+                self._pending[key] = beat
+            else:
+                newer.count += beat.count
+                newer.audited = newer.audited or beat.audited
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -162,10 +169,11 @@ async def flush(database: Database, buffer: HeartbeatBuffer, clock: Clock) -> in
     try:
         async with database.unit_of_work() as session:
             await _write(session, beats, clock)
-    except IntegrityError:
-        # An agent (its org) was deleted since it beat: write the others one by one.
+    except (IntegrityError, DataError):
+        # A row the database refuses (an agent deleted since it beat, a value it cannot store)
+        # must not hold the others back: write them one by one, dropping only that one.
         await _write_each(database, beats, clock)
-    except Exception:
+    except Exception:  # the database is away: keep everything for the next round
         buffer.put_back(beats)
         raise
     buffer.flushed()
@@ -179,8 +187,8 @@ async def _write_each(database: Database, beats: Sequence[Beat], clock: Clock) -
         try:
             async with database.unit_of_work() as session:
                 await _write(session, [beat], clock)
-        except IntegrityError:
-            log.info("heartbeat of a deleted agent dropped", agent_id=beat.agent_id)
+        except (IntegrityError, DataError) as exc:
+            log.info("heartbeat dropped", agent_id=beat.agent_id, error=type(exc).__name__)
 
 
 async def _write(session: AsyncSession, beats: Sequence[Beat], clock: Clock) -> None:

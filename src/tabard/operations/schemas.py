@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from tabard.pki.schemas import Pem
 from tabard.registry.schemas import (
@@ -114,7 +114,9 @@ class Heartbeat(BaseModel):
     version: Annotated[str, Field(max_length=100)] = ""
     sdk_version: Annotated[str, Field(max_length=100)] = ""
     status: dict[str, Any] = Field(default_factory=dict, description="Free-form, at most 4 KB")
-    clock: datetime | None = Field(default=None, description="The agent's own time (drift)")
+    clock: AwareDatetime | None = Field(
+        default=None, description="The agent's own time, with its offset (drift)"
+    )
 
 
 class HeartbeatAck(BaseModel):
