@@ -14,6 +14,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -169,6 +170,8 @@ async def _use(
         .execution_options(synchronize_session=False)
     )
     if getattr(consumed, "rowcount", 0) != 1:
+        # Read again: a concurrent use may have committed since the select above.
+        await session.refresh(token)
         status = token_status(token, now).value
         raise RegistrationTokenInvalid(f"the registration token is {status}", org_id=token.org_id)
     await session.refresh(token)
@@ -184,15 +187,26 @@ async def _agent(
     data: Registration,
 ) -> Any:
     if preset.agent_id is not None:
+        chosen = sorted(data.model_fields_set & {"name", "capabilities", "tags"})
+        if chosen:
+            raise InvalidField(
+                f"body.{chosen[0]}", "this token attaches to an existing agent: it cannot be chosen"
+            )
         return await registry.get_mutable_agent(session, org_id, preset.agent_id)
-    create = AgentCreate(
-        name=_name(preset.name_pattern, data.name),
-        display_name=data.display_name,
-        description=data.description,
-        version=data.version,
-        capabilities=_capabilities(preset.capabilities, data.capabilities),
-        tags=list(dict.fromkeys([*data.tags, *(preset.tags or [])])),
-    )
+    try:
+        create = AgentCreate(
+            name=_name(preset.name_pattern, data.name),
+            display_name=data.display_name,
+            description=data.description,
+            version=data.version,
+            capabilities=_capabilities(preset.capabilities, data.capabilities),
+            tags=list(dict.fromkeys([*data.tags, *(preset.tags or [])])),
+        )
+    except ValidationError as exc:
+        # Request and preset are each valid, yet together may not make an agent (more tags than
+        # an agent may hold, a pattern-made name that is no agent name): the client's 422.
+        error = exc.errors()[0]
+        raise InvalidField(f"body.{error['loc'][0]}", error["msg"]) from None
     return await registry.create_agent(session, ctx, settings, org_id, create)
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from tabard.pki.schemas import Pem
 from tabard.registry.schemas import (
+    AGENT_NAME_PATTERN,
+    MAX_CAPABILITIES,
+    MAX_TAGS,
     AgentName,
     Capabilities,
     Capability,
@@ -44,8 +48,19 @@ class RegistrationPreset(BaseModel):
     name_pattern: Annotated[str, Field(pattern=r"^[a-z0-9*-]{1,63}$")] | None = Field(
         default=None, description="Agent names must match (`*` is any run of a-z 0-9 -)"
     )
-    capabilities: Annotated[list[Capability], Field(max_length=64)] | None = None
-    tags: Annotated[list[Tag], Field(max_length=64)] | None = None
+    capabilities: Annotated[list[Capability], Field(max_length=MAX_CAPABILITIES)] | None = None
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] | None = None
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _pattern_makes_names(cls, value: str | None) -> str | None:
+        """A pattern must be able to make an agent name (no leading or trailing `-`, room for
+        what `*` becomes)."""
+        if value is not None:
+            example = value.replace("*", "a" * 8)
+            if len(example) > 63 or not re.fullmatch(AGENT_NAME_PATTERN, example):
+                raise ValueError(f"{value!r} cannot make an agent name ({AGENT_NAME_PATTERN})")
+        return value
 
 
 class RegistrationTokenCreate(BaseModel):
