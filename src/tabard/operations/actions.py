@@ -89,5 +89,10 @@ def check_params(action: AgentAction, params: dict[str, object]) -> None:
     validator = Draft202012Validator(action.params_schema)
     error = next(iter(sorted(validator.iter_errors(params), key=lambda e: list(e.path))), None)
     if error is not None:
-        path = "".join(f".{part}" for part in error.path)
-        raise InvalidField(f"body.params{path}", error.message)
+        path = [*error.path]
+        if error.validator == "required" and isinstance(error.instance, dict):
+            # The error sits on the object; name the property it lacks. A keyword reports its
+            # missing properties in its own order, and this is the keyword's first error.
+            missing = [name for name in error.validator_value if name not in error.instance]
+            path.extend(missing[:1])
+        raise InvalidField("body.params" + "".join(f".{part}" for part in path), error.message)

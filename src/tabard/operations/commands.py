@@ -209,20 +209,24 @@ async def _check_prepared(
 
 
 async def get_command(
-    session: AsyncSession, org_id: str, agent_id: str, command_id: str
+    session: AsyncSession, org_id: str, agent_id: str, command_id: str, *, lock: bool = False
 ) -> Command:
-    command = await _find(session, org_id, agent_id, command_id)
+    """The command; with `lock`, its row stays locked until the unit of work ends, so a state
+    change checked here cannot race a claim, a sweep or another answer."""
+    command = await _find(session, org_id, agent_id, command_id, lock=lock)
     if command is None:
         raise CommandNotFound(f"no command {command_id!r}")
     return command
 
 
 async def _find(
-    session: AsyncSession, org_id: str, agent_id: str, command_id: str
+    session: AsyncSession, org_id: str, agent_id: str, command_id: str, *, lock: bool = False
 ) -> Command | None:
     statement = select(Command).where(
         Command.id == command_id, Command.org_id == org_id, Command.agent_id == agent_id
     )
+    if lock:
+        statement = statement.with_for_update()
     return (await session.execute(statement)).scalar_one_or_none()
 
 
@@ -246,7 +250,7 @@ async def list_commands(
 async def cancel(
     session: AsyncSession, ctx: Context, org_id: str, agent_id: str, command_id: str
 ) -> Command:
-    command = await get_command(session, org_id, agent_id, command_id)
+    command = await get_command(session, org_id, agent_id, command_id, lock=True)
     _require(command, ctx.clock.now(), (CommandState.PENDING,), "cancelled")
     command.state = CommandState.CANCELLED.value
     command.finished_at = ctx.clock.now()
@@ -335,15 +339,42 @@ async def claim(
     return sorted(rows.scalars(), key=lambda c: (c.created_at, c.id))
 
 
+async def claimable(
+    session: AsyncSession, org_id: str, agent_id: str, instance_id: str, now: datetime
+) -> bool:
+    """Whether `claim` would find anything: a pending command for the instance, or a lapsed
+    lease to take back."""
+    pending = select(Command.id).where(
+        Command.agent_id == agent_id,
+        Command.org_id == org_id,
+        Command.state == CommandState.PENDING.value,
+        Command.expires_at > now,
+        or_(Command.instance_id.is_(None), Command.instance_id == instance_id),
+    )
+    lapsed = select(Command.id).where(
+        Command.agent_id == agent_id,
+        Command.state.in_(_LEASED),
+        Command.lease_expires_at <= now,
+    )
+    for statement in (pending, lapsed):
+        if (await session.execute(statement.limit(1))).first() is not None:
+            return True
+    return False
+
+
 async def _requeue_lapsed(
     session: AsyncSession, ctx: Context, agent_id: str | None, now: datetime
 ) -> int:
-    """Leases that lapsed: offered again while attempts remain, else FAILED."""
+    """Leases that lapsed: offered again while attempts remain, else FAILED. A dispatched one
+    past its expiry becomes EXPIRED, as reads already show it."""
     statement = select(Command).where(Command.state.in_(_LEASED), Command.lease_expires_at <= now)
     if agent_id is not None:
         statement = statement.where(Command.agent_id == agent_id)
     lapsed = list((await session.execute(statement.with_for_update(skip_locked=True))).scalars())
     for command in lapsed:
+        if effective_state(command, now) is CommandState.EXPIRED:
+            await _expire(session, ctx, command)
+            continue
         command.leased_to, command.lease_expires_at = None, None
         if command.attempts < command.max_attempts and command.expires_at > now:
             command.state = CommandState.PENDING.value
@@ -365,7 +396,7 @@ async def mark_running(
     instance_id: str,
 ) -> Command:
     """DISPATCHED → RUNNING (again while running: renews the lease)."""
-    command = await get_command(session, org_id, agent_id, command_id)
+    command = await get_command(session, org_id, agent_id, command_id, lock=True)
     now = ctx.clock.now()
     _require(command, now, (CommandState.DISPATCHED, CommandState.RUNNING), "running")
     _require_lease(command, instance_id)
@@ -387,7 +418,7 @@ async def report_result(
     result: CommandResult,
 ) -> Command:
     """SUCCEEDED or FAILED, with the output (secrets kept out of the row) and timings."""
-    command = await get_command(session, org_id, agent_id, command_id)
+    command = await get_command(session, org_id, agent_id, command_id, lock=True)
     now = ctx.clock.now()
     _require(command, now, (CommandState.DISPATCHED, CommandState.RUNNING), result.status)
     _require_lease(command, instance_id)
@@ -424,10 +455,14 @@ async def sweep(session: AsyncSession, ctx: Context) -> int:
     statement = select(Command).where(Command.state.in_(_EXPIRABLE), Command.expires_at <= now)
     expired = list((await session.execute(statement.with_for_update(skip_locked=True))).scalars())
     for command in expired:
-        command.state, command.finished_at = CommandState.EXPIRED.value, command.expires_at
-        command.leased_to, command.lease_expires_at = None, None
-        await _changed(session, ctx, "command.expired", command)
+        await _expire(session, ctx, command)
     return len(expired) + await _requeue_lapsed(session, ctx, None, now)
+
+
+async def _expire(session: AsyncSession, ctx: Context, command: Command) -> None:
+    command.state, command.finished_at = CommandState.EXPIRED.value, command.expires_at
+    command.leased_to, command.lease_expires_at = None, None
+    await _changed(session, ctx, "command.expired", command)
 
 
 def _require(

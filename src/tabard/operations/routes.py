@@ -24,7 +24,7 @@ from tabard.core.runtime import ContextDep, Runtime, RuntimeDep, get_context, ge
 from tabard.limits import service as limits
 from tabard.operations import actions, commands, policy, registration
 from tabard.operations import status as agent_status
-from tabard.operations.models import RegistrationToken
+from tabard.operations.models import Command, RegistrationToken
 from tabard.operations.registration import token_status
 from tabard.operations.schemas import (
     ActionOut,
@@ -326,14 +326,26 @@ async def poll_commands(
     await limits.check_api_rate(runtime.kv, runtime.settings, runtime.clock, f"agent:{agent_id}")
     ops = operations(request)
     deadline = time.monotonic() + wait
-    while True:
-        async with runtime.database.unit_of_work() as session:
-            claimed = await commands.claim(session, ctx, org_id, agent_id, instance_id, limit)
-        remaining = deadline - time.monotonic()
-        if claimed or remaining <= 0:
-            now = runtime.clock.now()
-            return [commands.command_out(command, now) for command in claimed]
-        await ops.signals.wait(agent_id, remaining)
+    with ops.signals.listening(agent_id) as wakeup:
+        while True:
+            claimed = await _claim(runtime, ctx, org_id, agent_id, instance_id, limit)
+            remaining = deadline - time.monotonic()
+            if claimed or remaining <= 0:
+                now = runtime.clock.now()
+                return [commands.command_out(command, now) for command in claimed]
+            await wakeup.wait(remaining)
+
+
+async def _claim(
+    runtime: Runtime, ctx: Context, org_id: str, agent_id: str, instance_id: str, limit: int
+) -> list[Command]:
+    """Claim in a write transaction only when a read says there is something to claim: idle
+    long-polls of a whole fleet would otherwise queue for SQLite's one writer."""
+    async with runtime.database.read_only() as session:
+        if not await commands.claimable(session, org_id, agent_id, instance_id, ctx.clock.now()):
+            return []
+    async with runtime.database.unit_of_work() as session:
+        return await commands.claim(session, ctx, org_id, agent_id, instance_id, limit)
 
 
 @agent_router.post("/commands/{command_id}/running", response_model=CommandOut)

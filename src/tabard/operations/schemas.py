@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tabard.pki.schemas import Pem
 from tabard.registry.schemas import (
@@ -224,6 +224,12 @@ class CommandCreate(BaseModel):
     )
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 1
     lease_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CommandCreate:
+        if self.all_instances and self.instance_id is not None:
+            raise ValueError("send instance_id or all_instances, not both")
+        return self
 
 
 class CommandError(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Iterator
 
 from tabard.core.bus import EventBus
 from tabard.core.logging import get_logger
@@ -20,6 +21,19 @@ log = get_logger(__name__)
 
 SUBJECT = "tabard-ops.commands"  # not under the stream's `tabard.` prefix: never stored
 RECHECK_SECONDS = 5.0
+
+
+class Wakeup:
+    """One waiter's wake-up: set by an announcement, cleared when waited on."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self._event = event
+
+    async def wait(self, seconds: float) -> None:
+        """Return when a command may be waiting (or after `seconds`, at most RECHECK_SECONDS)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout=min(seconds, RECHECK_SECONDS))
+        self._event.clear()
 
 
 class CommandSignals:
@@ -45,13 +59,14 @@ class CommandSignals:
         except Exception:  # the waiters elsewhere look again within RECHECK_SECONDS
             log.warning("command announcement not published", agent_id=agent_id)
 
-    async def wait(self, agent_id: str, seconds: float) -> None:
-        """Return when a command for `agent_id` may be waiting, or after `seconds`."""
+    @contextlib.contextmanager
+    def listening(self, agent_id: str) -> Iterator[Wakeup]:
+        """Listen for `agent_id`'s commands before looking for them, so one created between
+        the look and the wait still wakes the waiter."""
         event = asyncio.Event()
         self._waiters[agent_id].add(event)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=min(seconds, RECHECK_SECONDS))
+            yield Wakeup(event)
         finally:
             waiters = self._waiters.get(agent_id)
             if waiters is not None:
