@@ -36,6 +36,8 @@ from tabard.core.tracing import configure_tracing
 from tabard.credentials import service as credentials_service
 from tabard.credentials.jobs import EXPIRY_GAUGE_JOB, update_expiring_gauge_once
 from tabard.credentials.routes import router as credentials_router
+from tabard.events import service as events_service
+from tabard.events.routes import router as events_router
 from tabard.limits.routes import router as limits_router
 from tabard.operations import service as operations_service
 from tabard.operations.routes import HEARTBEAT_PATH, enrollment_router, heartbeat_endpoint
@@ -115,6 +117,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.operations = operations_service.Operations.build(
         runtime.database, runtime.clock, settings, runtime.bus
     )
+    app.state.events = events_service.Events(
+        runtime.database, runtime.bus, runtime.keystore, settings, runtime.clock
+    )
     install_problem_handlers(app)
     app.include_router(health_router)
     # OAuth endpoints authenticate clients their own way (RFC 6749 §2.3), not as API principals.
@@ -132,6 +137,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         pki_router,
         trust_router,
         operations_router,
+        events_router,
     ):
         app.include_router(domain_router, dependencies=[Depends(require_principal)])
     app.include_router(agent_operations_router, dependencies=[Depends(require_agent_principal)])
@@ -266,6 +272,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.append(
             asyncio.create_task(run_periodic(database, clock, name, interval, job, exclusive=True))
         )
+    # Events: one leader relays the outbox to the bus and makes the webhook deliveries; every
+    # process sends the deliveries that are due.
+    events = app.state.events
+    jobs.append(asyncio.create_task(events.relay_forever()))
+    jobs.append(
+        asyncio.create_task(
+            run_periodic(
+                database,
+                clock,
+                events_service.SENDER_JOB,
+                settings.webhook_delivery_interval_seconds,
+                events.send_due,
+                exclusive=False,
+            )
+        )
+    )
     # One leader raises `certificate.expiring` once per certificate.
     jobs.append(
         asyncio.create_task(
@@ -290,6 +312,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*jobs, return_exceptions=True)
         await operations.signals.stop()
+        await events.close()
         with contextlib.suppress(Exception):  # the last beats; a lost flush costs one interval
             await operations.flush_heartbeats()
         await app.state.token_service.close()

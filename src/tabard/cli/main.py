@@ -16,6 +16,7 @@ from rich.console import Console
 
 from tabard import __version__
 from tabard.audit.chain import verify_events
+from tabard.cli import events as event_stream
 from tabard.cli.bootstrap import prepare_database
 from tabard.core.config import ConfigError, Settings, load_settings
 from tabard.core.context import SYSTEM, Context
@@ -149,6 +150,47 @@ def audit_verify(
     )
     if not result.verified:
         sys.exit(EXIT_FAILURE)
+
+
+@app.command()
+def events(
+    url: Annotated[
+        str, typer.Option(envvar="TABARD_URL", help="The server's base URL.")
+    ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str,
+        typer.Option(
+            envvar="TABARD_API_KEY", help="An org API key, or the admin secret.", show_default=False
+        ),
+    ] = "",
+    follow: Annotated[
+        bool, typer.Option("--follow/--once", help="Keep reading (default), or print and exit.")
+    ] = True,
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option("--type", "-t", help="Only these types; `agent.*` for a family. Repeatable."),
+    ] = None,
+    org: Annotated[str | None, typer.Option(help="The admin's choice of one org.")] = None,
+    after: Annotated[str | None, typer.Option(help="Start after this event id.")] = None,
+    last: Annotated[int, typer.Option(min=0, max=1000, help="Start this many events back.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON envelope per line.")] = False,
+) -> None:
+    """Print the event stream (GET /v1/events): the last events, then new ones as they happen."""
+    if not token:
+        err.print("set TABARD_API_KEY (an org API key or the admin secret), or pass --token")
+        raise typer.Exit(EXIT_CONFIG)
+    options = event_stream.StreamOptions(
+        url, token, event_type or [], org, after, 0 if after else last, follow
+    )
+    try:
+        for event in event_stream.stream(options, on_reconnect=lambda note: err.print(note)):
+            text = json.dumps(event, separators=(",", ":")) if as_json else event_stream.line(event)
+            print(text, flush=True)
+    except event_stream.StreamRefused as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_FAILURE) from None
+    except KeyboardInterrupt:
+        return
 
 
 def _algorithm(value: str | None) -> str | None:

@@ -168,6 +168,17 @@ class Settings(BaseSettings):
     heartbeat_rate_limit_per_second: float = Field(default=1.0, ge=0)
     heartbeat_rate_limit_burst: int = Field(default=5, ge=1)
 
+    # Events: how often the relay publishes committed outbox rows, and webhook deliveries (see
+    # docs/events.md). Private networks: allowed in development, refused in production, unless set.
+    outbox_relay_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    webhook_delivery_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    webhook_timeout_seconds: float = Field(default=10, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=10, ge=1, le=20)
+    webhook_pause_after_failures: int = Field(default=50, ge=1)
+    webhook_concurrency: int = Field(default=64, ge=1, le=1000)
+    webhook_concurrency_per_subscription: int = Field(default=4, ge=1, le=100)
+    webhook_allow_private_networks: bool | None = None
+
     audit_verify_interval_seconds: float = Field(default=300, gt=0)
     shutdown_grace_seconds: float = Field(default=30, gt=0)
 

@@ -7,7 +7,7 @@ default; PostgreSQL runs through asyncpg, optionally behind PgBouncer in transac
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -144,6 +144,9 @@ class Database:
         self._read_sessions = async_sessionmaker(
             engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
         )
+        # Called with the session after each unit of work commits (its `info` tells what it
+        # wrote): how the outbox relay hears of new events without polling for them.
+        self.commit_listeners: list[Callable[[AsyncSession], None]] = []
 
     @property
     def dialect(self) -> str:
@@ -152,8 +155,11 @@ class Database:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
         """One transaction: commits once on success, rolls back everything on any exception."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        async with self._sessions() as session:
+            async with session.begin():
+                yield session
+            for listener in self.commit_listeners:
+                listener(session)
 
     @asynccontextmanager
     async def read_only(self) -> AsyncIterator[AsyncSession]:

@@ -116,3 +116,26 @@ HEARTBEAT_BUFFER = Gauge(
     "Instances whose latest heartbeat waits in this process's buffer for the next flush.",
     registry=REGISTRY,
 )
+EVENTS_PUBLISHED = Counter(
+    "tabard_events_published_total",
+    "Outbox events the relay published to the bus.",
+    registry=REGISTRY,
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "tabard_webhook_attempts_total",
+    "Webhook delivery attempts, by outcome (succeeded, failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_DEAD_LETTERS = Counter(
+    "tabard_webhook_dead_letters_total",
+    "Webhook deliveries that exhausted their attempts, by event type.",
+    ["event_type"],
+    registry=REGISTRY,
+)
+WEBHOOK_LATENCY = Histogram(
+    "tabard_webhook_response_seconds",
+    "How long receivers took to answer a webhook.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)

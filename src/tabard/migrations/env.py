@@ -9,6 +9,7 @@ import tabard.audit.models
 import tabard.core.leases
 import tabard.core.outbox
 import tabard.credentials.models
+import tabard.events.models
 import tabard.operations.models
 import tabard.pki.models
 import tabard.registry.models

@@ -1,0 +1,2 @@
+"""Events: the outbox relay, the event catalogue, webhooks (subscriptions, signed deliveries,
+retries, dead letters) and event streams."""
