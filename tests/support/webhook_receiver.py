@@ -121,9 +121,11 @@ def _signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
     (the same HMAC the library computes) and the timestamp by the tests."""
     try:
         timestamp = int(headers["webhook-timestamp"])
-        expected = Webhook(secret).sign(
-            headers["webhook-id"], datetime.fromtimestamp(timestamp, tz=UTC), body.decode()
-        ).split(",", 1)[1]
+        expected = (
+            Webhook(secret)
+            .sign(headers["webhook-id"], datetime.fromtimestamp(timestamp, tz=UTC), body.decode())
+            .split(",", 1)[1]
+        )
     except (KeyError, ValueError):
         return False
     offered = [part.split(",", 1)[-1] for part in headers.get("webhook-signature", "").split()]
