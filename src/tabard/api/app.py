@@ -272,22 +272,29 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.append(
             asyncio.create_task(run_periodic(database, clock, name, interval, job, exclusive=True))
         )
-    # Events: one leader relays the outbox to the bus and makes the webhook deliveries; every
-    # process sends the deliveries that are due.
+    # Events: one leader relays the outbox to the bus and makes the webhook deliveries, and one
+    # forgets what is past retention; every process sends the deliveries that are due.
     events = app.state.events
     jobs.append(asyncio.create_task(events.relay_forever()))
-    jobs.append(
-        asyncio.create_task(
-            run_periodic(
-                database,
-                clock,
-                events_service.SENDER_JOB,
-                settings.webhook_delivery_interval_seconds,
-                events.send_due,
-                exclusive=False,
+    for name, interval, job, exclusive in (
+        (
+            events_service.SENDER_JOB,
+            settings.webhook_delivery_interval_seconds,
+            events.send_due,
+            False,
+        ),
+        (
+            events_service.RETENTION_JOB,
+            events_service.RETENTION_INTERVAL_SECONDS,
+            events.sweep,
+            True,
+        ),
+    ):
+        jobs.append(
+            asyncio.create_task(
+                run_periodic(database, clock, name, interval, job, exclusive=exclusive)
             )
         )
-    )
     # One leader raises `certificate.expiring` once per certificate.
     jobs.append(
         asyncio.create_task(

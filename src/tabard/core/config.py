@@ -178,6 +178,8 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=64, ge=1, le=1000)
     webhook_concurrency_per_subscription: int = Field(default=4, ge=1, le=100)
     webhook_allow_private_networks: bool | None = None
+    # Published events (what streams resume from) and finished deliveries are kept this long.
+    event_retention_days: int = Field(default=30, ge=1, le=3650)
 
     audit_verify_interval_seconds: float = Field(default=300, gt=0)
     shutdown_grace_seconds: float = Field(default=30, gt=0)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -156,43 +156,32 @@ class Sender:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _lease(self) -> list[WebhookDelivery]:
+        """Lease due deliveries, no more than this process has free slots for (a leased one
+        waiting for a slot could outlive its lease and be sent twice), and no more per
+        subscription than its cap. Candidates are read first without a write lock, since
+        most rounds find nothing."""
+        free = self.settings.webhook_concurrency - sum(self._in_flight.values())
+        if free <= 0:
+            return []
         now = self.clock.now()
+        async with self.database.read_only() as session:
+            candidates = list((await session.execute(_due(now))).scalars())
+        if not candidates:
+            return []
         lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + 30)
         cap = self.settings.webhook_concurrency_per_subscription
+        leased: list[WebhookDelivery] = []
+        taken: Counter[str] = Counter()
         async with self.database.unit_of_work() as session:
-            statement = (
-                select(WebhookDelivery)
-                .join(WebhookSubscription)
-                .where(
-                    WebhookDelivery.status == DeliveryStatus.PENDING.value,
-                    WebhookDelivery.next_attempt_at <= now,
-                    or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < now),
-                    WebhookSubscription.active.is_(True),
-                )
-                .order_by(WebhookDelivery.next_attempt_at)
-                .limit(_CLAIM_BATCH)
-            )
-            leased: list[WebhookDelivery] = []
-            taken: Counter[str] = Counter()
-            for delivery in (await session.execute(statement)).scalars():
-                busy = self._in_flight[delivery.subscription_id] + taken[delivery.subscription_id]
-                if busy >= cap:
+            for delivery in candidates:
+                subscription_id = delivery.subscription_id
+                if self._in_flight[subscription_id] + taken[subscription_id] >= cap:
                     continue  # a slow receiver's backlog waits; others go on
-                won = await session.execute(
-                    update(WebhookDelivery)
-                    .where(
-                        WebhookDelivery.id == delivery.id,
-                        or_(
-                            WebhookDelivery.leased_until.is_(None),
-                            WebhookDelivery.leased_until < now,
-                        ),
-                    )
-                    .values(leased_until=lease)
-                    .execution_options(synchronize_session=False)
-                )
-                if getattr(won, "rowcount", 0) == 1:
-                    taken[delivery.subscription_id] += 1
+                if await _take_lease(session, delivery.id, now, lease):
+                    taken[subscription_id] += 1
                     leased.append(delivery)
+                    if len(leased) == free:
+                        break
         return leased
 
     async def _send(self, delivery: WebhookDelivery) -> None:
@@ -276,6 +265,38 @@ class Sender:
                 and subscription.consecutive_failures >= self.settings.webhook_pause_after_failures
             ):
                 await _pause(session, subscription, self.clock)
+
+
+def _due(now: datetime) -> Select[WebhookDelivery]:
+    return (
+        select(WebhookDelivery)
+        .join(WebhookSubscription)
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING.value,
+            WebhookDelivery.next_attempt_at <= now,
+            or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < now),
+            WebhookSubscription.active.is_(True),
+        )
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(_CLAIM_BATCH)
+    )
+
+
+async def _take_lease(
+    session: AsyncSession, delivery_id: str, now: datetime, until: datetime
+) -> bool:
+    """Lease one delivery unless another sender did first (a conditional UPDATE)."""
+    result = await session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.status == DeliveryStatus.PENDING.value,
+            or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < now),
+        )
+        .values(leased_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 @dataclass(frozen=True)

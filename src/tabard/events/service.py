@@ -30,13 +30,15 @@ from tabard.core.keystore import KeyStore
 from tabard.core.leases import Lease
 from tabard.core.logging import get_logger
 from tabard.core.metrics import EVENTS_PUBLISHED
-from tabard.events import relay
+from tabard.events import relay, retention
 from tabard.events.deliveries import Sender
 
 log = get_logger(__name__)
 
 RELAY_JOB = "events.relay"
 SENDER_JOB = "events.webhook_sender"
+RETENTION_JOB = "events.retention"
+RETENTION_INTERVAL_SECONDS = 3600.0
 _RELAY_BATCHES_PER_ROUND = 20
 # The relay's leader renews its lease this often; a dead leader is replaced within the TTL.
 _LEASE_RENEW_SECONDS = 5.0
@@ -95,6 +97,9 @@ class Events:
 
     async def send_due(self) -> int:
         return await self.sender.send_due()
+
+    async def sweep(self) -> int:
+        return await retention.sweep(self.database, self.clock, self.settings.event_retention_days)
 
     async def close(self) -> None:
         if self._on_commit in self.database.commit_listeners:
