@@ -121,6 +121,11 @@ EVENTS_PUBLISHED = Counter(
     "Outbox events the relay published to the bus.",
     registry=REGISTRY,
 )
+EVENTS_RELAY_LAG = Gauge(
+    "tabard_events_relay_lag_seconds",
+    "Age of the oldest event in the relay's last batch when it was published (0 when idle).",
+    registry=REGISTRY,
+)
 WEBHOOK_ATTEMPTS = Counter(
     "tabard_webhook_attempts_total",
     "Webhook delivery attempts, by outcome (succeeded, failed).",

@@ -22,6 +22,7 @@ from tabard.core.bus import EventBus
 from tabard.core.clock import Clock
 from tabard.core.db import Database, insert_if_absent
 from tabard.core.logging import get_logger
+from tabard.core.metrics import EVENTS_RELAY_LAG
 from tabard.core.outbox import OutboxEvent
 from tabard.events import deliveries
 from tabard.events.envelope import PUBLISHED_SUBJECT, encode, envelope, subject_of
@@ -40,7 +41,9 @@ async def relay_once(database: Database, bus: EventBus, clock: Clock, batch: int
     async with database.read_only() as session:
         rows = await pending(session, batch)
     if not rows:
+        EVENTS_RELAY_LAG.set(0)
         return 0
+    EVENTS_RELAY_LAG.set(max(0.0, (clock.now() - rows[0].occurred_at).total_seconds()))
     await publish(bus, rows)  # a crash after this re-publishes: the stream dedupes by id
     last_seq = await mark_published(database, clock, [row.id for row in rows])
     try:
