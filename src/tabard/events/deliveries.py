@@ -1,14 +1,15 @@
 """Webhook deliveries: one per (subscription, event), retried until it succeeds or dies.
 
-Fan-out: each event from the stream becomes a delivery for every active subscription of its
-org whose patterns match (a second copy of the same event creates nothing: de-duplicated by
-event id). Delivery: due deliveries are leased (a conditional UPDATE, so replicas never send the
-same attempt twice) and sent concurrently, at most `webhook_concurrency` per process and
-`webhook_concurrency_per_subscription` per subscription, so a slow receiver holds only its own
-slots. A 2xx succeeds; anything else (or no answer within the timeout) is retried after
-10 s, 1 min, 5 min, 30 min, 1 h, 2 h, 4 h, 6 h, 10 h (±20 %), about a day for 10 attempts, then
-the delivery is dead: a dead letter, listed and replayable. A subscription whose attempts fail
-`webhook_pause_after_failures` times in a row is paused (`webhook.paused`).
+Fan-out: when the relay numbers published events it makes a delivery for every active
+subscription of the event's org whose patterns match (once: unique per subscription and event).
+Sending: due deliveries are leased (a conditional UPDATE, so replicas never send the same
+attempt twice) and sent concurrently, at most `webhook_concurrency` per process and
+`webhook_concurrency_per_subscription` per subscription (one while its last attempts failed),
+so a slow receiver holds only its own slots. A 2xx succeeds; anything else (or no answer within
+the timeout) is retried after 10 s, 1 min, 5 min, 30 min, 1 h, 2 h, 4 h, 6 h, 10 h (±20 %),
+about a day for 10 attempts; then the delivery is dead: a dead letter, listed and replayable.
+A subscription whose attempts fail `webhook_pause_after_failures` times in a row is paused
+(`webhook.paused`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ RETRY_DELAYS = (10, 60, 300, 1800, 3600, 7200, 14400, 21600, 36000)  # seconds, 
 _JITTER = 0.2
 _KEPT_RESPONSE_BYTES = 2048
 _CLAIM_BATCH = 200
+FAILING_AFTER = 3  # consecutive failed attempts after which a subscription gets one slot
 _INSERT_CHUNK = 500  # rows per INSERT: SQLite allows 32,766 bound values
 
 
@@ -165,16 +167,16 @@ class Sender:
             return []
         now = self.clock.now()
         async with self.database.read_only() as session:
-            candidates = list((await session.execute(_due(now))).scalars())
+            candidates = list((await session.execute(_due(now))).tuples())
         if not candidates:
             return []
         lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + 30)
-        cap = self.settings.webhook_concurrency_per_subscription
         leased: list[WebhookDelivery] = []
         taken: Counter[str] = Counter()
         async with self.database.unit_of_work() as session:
-            for delivery in candidates:
+            for delivery, failures in candidates:
                 subscription_id = delivery.subscription_id
+                cap = self._cap(failures)
                 if self._in_flight[subscription_id] + taken[subscription_id] >= cap:
                     continue  # a slow receiver's backlog waits; others go on
                 if await _take_lease(session, delivery.id, now, lease):
@@ -183,6 +185,13 @@ class Sender:
                     if len(leased) == free:
                         break
         return leased
+
+    def _cap(self, consecutive_failures: int) -> int:
+        """Attempts in flight allowed for a subscription: one while it is failing, so receivers
+        that are down hold one slot each and cannot take every slot from healthy ones."""
+        if consecutive_failures >= FAILING_AFTER:
+            return 1
+        return self.settings.webhook_concurrency_per_subscription
 
     async def _send(self, delivery: WebhookDelivery) -> None:
         try:
@@ -267,9 +276,9 @@ class Sender:
                 await _pause(session, subscription, self.clock)
 
 
-def _due(now: datetime) -> Select[WebhookDelivery]:
+def _due(now: datetime) -> Select[WebhookDelivery, int]:
     return (
-        select(WebhookDelivery)
+        select(WebhookDelivery, WebhookSubscription.consecutive_failures)
         .join(WebhookSubscription)
         .where(
             WebhookDelivery.status == DeliveryStatus.PENDING.value,
