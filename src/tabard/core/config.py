@@ -178,6 +178,7 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=64, ge=1, le=1000)
     webhook_concurrency_per_subscription: int = Field(default=4, ge=1, le=100)
     webhook_allow_private_networks: bool | None = None
+    webhook_max_subscriptions_per_org: int = Field(default=100, ge=1, le=10_000)
     # Published events (what streams resume from) and finished deliveries are kept this long.
     event_retention_days: int = Field(default=30, ge=1, le=3650)
 

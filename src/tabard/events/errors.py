@@ -35,3 +35,8 @@ class DeliveryNotReplayable(Conflict):
 class InvalidLastEventId(BadRequest):
     code = "INVALID_LAST_EVENT_ID"
     title = "Unknown Last-Event-ID"
+
+
+class SubscriptionLimitReached(Conflict):
+    code = "WEBHOOK_SUBSCRIPTION_LIMIT_REACHED"
+    title = "The organization has as many webhook subscriptions as allowed"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.audit import service as audit
@@ -20,7 +20,12 @@ from tabard.core.context import Context
 from tabard.core.ids import new_id
 from tabard.core.keystore import KeyStore
 from tabard.events import catalogue, egress, signing
-from tabard.events.errors import InvalidWebhookUrl, SubscriptionNotFound, UnknownEventType
+from tabard.events.errors import (
+    InvalidWebhookUrl,
+    SubscriptionLimitReached,
+    SubscriptionNotFound,
+    UnknownEventType,
+)
 from tabard.events.models import WebhookSubscription
 from tabard.events.schemas import SecretRotation, SubscriptionCreate, SubscriptionUpdate
 from tabard.tenancy import service as tenancy
@@ -37,6 +42,7 @@ async def create_subscription(
     """A new subscription and its secret (returned once)."""
     await tenancy.get_org(session, org_id)
     _check(data.url, data.event_types, settings)
+    await _check_room(session, org_id, settings.webhook_max_subscriptions_per_org)
     secret = signing.new_secret()
     now = ctx.clock.now()
     subscription = WebhookSubscription(
@@ -165,6 +171,13 @@ def _check(url: str, event_types: list[str], settings: Settings) -> None:
             f"no event type matches {', '.join(unknown)} (see GET /v1/event-types)",
             unknown=unknown,
         )
+
+
+async def _check_room(session: AsyncSession, org_id: str, limit: int) -> None:
+    """Refuse a subscription past the org's limit; every event is matched against each one."""
+    statement = select(func.count()).where(WebhookSubscription.org_id == org_id)
+    if int((await session.execute(statement)).scalar_one()) >= limit:
+        raise SubscriptionLimitReached(f"an organization may have {limit} webhook subscriptions")
 
 
 def _seal(keystore: KeyStore, subscription_id: str, secret: str) -> bytes:
