@@ -83,7 +83,13 @@ def build_runtime(
         database=Database(create_engine(settings)),
         kv=kv or create_kv(settings.kv_backend, settings.redis_url, clock),
         bus=bus
-        or create_bus(settings.bus_backend, settings.nats_url, clock, stream=settings.bus_stream),
+        or create_bus(
+            settings.bus_backend,
+            settings.nats_url,
+            clock,
+            stream=settings.bus_stream,
+            subjects_prefix=settings.bus_subjects_prefix,
+        ),
         keystore=KeyStore(_secret(settings, "master_key", "master.key")),
         secret_key=_secret(settings, "secret_key", "secret.key"),
     )

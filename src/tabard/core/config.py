@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     bus_backend: str = "memory"
     nats_url: str = "nats://127.0.0.1:4222"
     bus_stream: str = "TABARD"
+    # The stream's subjects are `<prefix>.>`: deployments sharing a NATS account need their own.
+    bus_subjects_prefix: str = Field(default="tabard", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     admin_secret: SecretStr | None = None
     secret_key: SecretStr | None = None

@@ -167,7 +167,7 @@ class Sender:
             return []
         now = self.clock.now()
         async with self.database.read_only() as session:
-            candidates = list((await session.execute(_due(now))).tuples())
+            candidates = [(row[0], row[1]) for row in await session.execute(_due(now))]
         if not candidates:
             return []
         lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + 30)
@@ -240,7 +240,11 @@ class Sender:
         now = self.clock.now()
         async with self.database.unit_of_work() as session:
             row = await session.get(WebhookDelivery, delivery.id, with_for_update=True)
-            subscription = await session.get(WebhookSubscription, delivery.subscription_id)
+            # Locked (FOR NO KEY UPDATE: the relay's new deliveries may still reference it):
+            # attempts of one subscription finishing together must all count.
+            subscription = await session.get(
+                WebhookSubscription, delivery.subscription_id, with_for_update={"key_share": True}
+            )
             if row is None or subscription is None:
                 return
             row.attempts += 1
@@ -380,6 +384,7 @@ async def list_deliveries(
 async def get_delivery(
     session: AsyncSession, org_id: str, subscription_id: str, delivery_id: str
 ) -> WebhookDelivery:
+    await get_subscription(session, org_id, subscription_id)
     statement = select(WebhookDelivery).where(
         WebhookDelivery.id == delivery_id,
         WebhookDelivery.subscription_id == subscription_id,

@@ -8,14 +8,17 @@ from typing import Any
 
 from tabard.core.outbox import OutboxEvent
 
-STREAM_PREFIX = "tabard"
+STREAM_PREFIX = "tabard"  # the default of TABARD_BUS_SUBJECTS_PREFIX
 PLATFORM = "_platform"  # the subject token of events that belong to no org
-# A plain (never stored) message after the relay numbered events: streams look again.
-PUBLISHED_SUBJECT = "tabard-events.published"
 
 
-def subject_of(org_id: str | None, event_type: str) -> str:
-    return f"{STREAM_PREFIX}.{org_id or PLATFORM}.{event_type}"
+def subject_of(org_id: str | None, event_type: str, prefix: str = STREAM_PREFIX) -> str:
+    return f"{prefix}.{org_id or PLATFORM}.{event_type}"
+
+
+def published_subject(prefix: str = STREAM_PREFIX) -> str:
+    """A plain (never stored) message after the relay numbered events: streams look again."""
+    return f"{prefix}-events.published"
 
 
 def envelope(row: OutboxEvent) -> dict[str, Any]:

@@ -25,7 +25,13 @@ from tabard.core.logging import get_logger
 from tabard.core.metrics import EVENTS_RELAY_LAG
 from tabard.core.outbox import OutboxEvent
 from tabard.events import deliveries
-from tabard.events.envelope import PUBLISHED_SUBJECT, encode, envelope, subject_of
+from tabard.events.envelope import (
+    STREAM_PREFIX,
+    encode,
+    envelope,
+    published_subject,
+    subject_of,
+)
 from tabard.events.models import RelayState
 
 log = get_logger(__name__)
@@ -34,7 +40,13 @@ BATCH = 500
 _STATE_ROW = 1
 
 
-async def relay_once(database: Database, bus: EventBus, clock: Clock, batch: int = BATCH) -> int:
+async def relay_once(
+    database: Database,
+    bus: EventBus,
+    clock: Clock,
+    batch: int = BATCH,
+    prefix: str = STREAM_PREFIX,
+) -> int:
     """Publish one batch, then mark, number and fan it out; how many rows it published.
 
     No transaction is open while publishing (a slow bus must not hold SQLite's writer)."""
@@ -44,10 +56,10 @@ async def relay_once(database: Database, bus: EventBus, clock: Clock, batch: int
         EVENTS_RELAY_LAG.set(0)
         return 0
     EVENTS_RELAY_LAG.set(max(0.0, (clock.now() - rows[0].occurred_at).total_seconds()))
-    await publish(bus, rows)  # a crash after this re-publishes: the stream dedupes by id
+    await publish(bus, rows, prefix)  # a crash after this re-publishes: the stream dedupes
     last_seq = await mark_published(database, clock, [row.id for row in rows])
     try:
-        await bus.publish(PUBLISHED_SUBJECT, str(last_seq).encode())
+        await bus.publish(published_subject(prefix), str(last_seq).encode())
     except Exception:  # streams look again within a second anyway
         log.warning("events published but streams not told", last_seq=last_seq)
     return len(rows)
@@ -63,11 +75,11 @@ async def pending(session: AsyncSession, batch: int = BATCH) -> list[OutboxEvent
     return list((await session.execute(statement)).scalars())
 
 
-async def publish(bus: EventBus, rows: Sequence[OutboxEvent]) -> None:
+async def publish(bus: EventBus, rows: Sequence[OutboxEvent], prefix: str = STREAM_PREFIX) -> None:
     """Put the rows on the stream, in order; a failure stops before the rest (order holds)."""
     for row in rows:
         await bus.stream_publish(
-            subject_of(row.org_id, row.type), encode(envelope(row)), msg_id=row.id
+            subject_of(row.org_id, row.type, prefix), encode(envelope(row)), msg_id=row.id
         )
 
 

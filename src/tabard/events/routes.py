@@ -72,7 +72,8 @@ async def stream_events(
     request = streams.StreamRequest(org_id, patterns, start, follow)
 
     async def frames() -> AsyncIterator[dict[str, Any]]:
-        async for event in streams.events(runtime.database, runtime.bus, request):
+        prefix = runtime.settings.bus_subjects_prefix
+        async for event in streams.events(runtime.database, runtime.bus, request, prefix):
             yield {"id": event["id"], "event": event["type"], "data": json.dumps(event)}
 
     return EventSourceResponse(frames(), ping=_PING_SECONDS, send_timeout=30)

@@ -66,7 +66,9 @@ class Events:
         then start sending the deliveries it made."""
         total = 0
         for _ in range(_RELAY_BATCHES_PER_ROUND):
-            published = await relay.relay_once(self.database, self.bus, self.clock)
+            published = await relay.relay_once(
+                self.database, self.bus, self.clock, prefix=self.settings.bus_subjects_prefix
+            )
             EVENTS_PUBLISHED.inc(published)
             total += published
             if published < relay.BATCH:

@@ -22,7 +22,7 @@ from tabard.core.bus import EventBus
 from tabard.core.db import Database
 from tabard.core.outbox import OutboxEvent
 from tabard.events import catalogue
-from tabard.events.envelope import PUBLISHED_SUBJECT, envelope
+from tabard.events.envelope import STREAM_PREFIX, envelope, published_subject
 from tabard.events.errors import InvalidLastEventId
 
 T = TypeVar("T")
@@ -67,11 +67,11 @@ async def start_after(
 
 
 async def events(
-    database: Database, bus: EventBus, request: StreamRequest
+    database: Database, bus: EventBus, request: StreamRequest, prefix: str = STREAM_PREFIX
 ) -> AsyncIterator[dict[str, object]]:
     """The events after `request.after_seq`; with `follow`, forever (the caller stops it)."""
     after = request.after_seq
-    async with bus.subscribe(PUBLISHED_SUBJECT) as published:
+    async with bus.subscribe(published_subject(prefix)) as published:
         woken = asyncio.Event()
         watcher = asyncio.create_task(_watch(published, woken))
         try:

@@ -209,7 +209,7 @@ class NatsEventBus:
                     name="tabard",
                     max_reconnect_attempts=-1,
                     error_cb=_on_error,
-                    disconnected_cb=_on_disconnected,
+                    disconnected_cb=self._on_disconnected,
                     reconnected_cb=_on_reconnected,
                 )
                 jetstream = client.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
@@ -218,6 +218,10 @@ class NatsEventBus:
             await client.close()
             raise
         return client, jetstream
+
+    async def _on_disconnected(self) -> None:
+        if not self.closed:  # closing disconnects too; that is no news
+            log.warning("nats_disconnected")
 
     async def _ensure_stream(self, jetstream: Any) -> None:
         # An existing stream is used as it is, so an operator may tune its limits. Replicas
@@ -242,10 +246,6 @@ def _consumer_config(durable: str, subject_filter: str, ack_wait_seconds: float)
 
 async def _on_error(error: Exception) -> None:
     log.warning("nats_error", error=repr(error))
-
-
-async def _on_disconnected() -> None:
-    log.warning("nats_disconnected")
 
 
 async def _on_reconnected() -> None:
