@@ -256,7 +256,10 @@ class TestRegistrationAudit:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("settings", ["postgres"], indirect=True)
 class TestConcurrentRegistration:
+    """On PostgreSQL only: SQLite serializes writers, so nothing races there."""
+
     async def test_two_replicas_registering_at_once_with_one_token_create_one_agent(
         self,
         settings: Settings,
@@ -265,8 +268,7 @@ class TestConcurrentRegistration:
         runtime: Runtime,
     ) -> None:
         """`replica` is a second app on the same database (tests/operations/conftest.py)."""
-        if not settings.is_postgres:
-            pytest.skip("SQLite serializes writers: concurrent uses are raced on PostgreSQL")
+        assert settings.is_postgres
         token = await acme_token(client)
 
         responses = await asyncio.gather(
