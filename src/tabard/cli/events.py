@@ -17,6 +17,7 @@ import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 
 RECONNECT_SECONDS = (0.5, 1, 2, 5, 10)
+MAX_BACKLOG = 1000  # the most events a stream starts back (GET /v1/events?last=)
 
 
 class StreamRefused(Exception):
@@ -36,14 +37,13 @@ class StreamOptions:
 
 def stream(options: StreamOptions, on_reconnect: Callable[[str], None]) -> Iterator[dict[str, Any]]:
     """The events, as envelopes; with `follow`, until interrupted."""
-    last_id = options.after
+    position = _Position(options.after, options.last)
     failures = 0
     with httpx.Client(timeout=httpx.Timeout(10, read=60), trust_env=False) as client:
         while True:
             try:
-                backlog = 0 if last_id else options.last
-                for event in _read(client, options, last_id, backlog):
-                    last_id, failures = event["id"], 0
+                for event in _read(client, options, position):
+                    failures = 0
                     yield event
                 if not options.follow:
                     return
@@ -56,9 +56,27 @@ def stream(options: StreamOptions, on_reconnect: Callable[[str], None]) -> Itera
                 time.sleep(delay)
 
 
+@dataclass
+class _Position:
+    """Where the next connection resumes: after the last id the server sent (an event's, or
+    the position a stream announces when it starts), else `last` events back. A stream that
+    started with nothing to announce had no matching event before it: every one there is now
+    is new, so a reconnect asks for all of them (up to the server's maximum)."""
+
+    last_id: str | None
+    last: int
+    connected: bool = False
+
+    def params(self) -> tuple[str | None, int]:
+        if self.last_id:
+            return self.last_id, 0
+        return None, MAX_BACKLOG if self.connected else self.last
+
+
 def _read(
-    client: httpx.Client, options: StreamOptions, last_id: str | None, last: int
+    client: httpx.Client, options: StreamOptions, position: _Position
 ) -> Iterator[dict[str, Any]]:
+    last_id, last = position.params()
     params: dict[str, Any] = {"follow": str(options.follow).lower(), "type": options.types}
     if options.org:
         params["org"] = options.org
@@ -72,8 +90,11 @@ def _read(
         if source.response.status_code != 200:
             source.response.read()
             raise StreamRefused(_problem(source.response))
+        position.connected = True
         for message in source.iter_sse():
-            if message.data:  # keep-alive pings are comments, which carry none
+            if message.id:
+                position.last_id = message.id
+            if message.data:  # keep-alive pings and the start position carry none
                 yield _envelope(message)
 
 

@@ -61,17 +61,22 @@ async def stream_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events: `id` is the event id (resume with `Last-Event-ID`), `event` its
-    type, `data` the envelope. A new stream starts at the end, or `last` events back;
+    type, `data` the envelope. A new stream starts at the end (announcing, as a frame with an
+    id and no data, the newest event's id to resume after), or `last` events back;
     `follow=false` sends what there is and closes."""
     org_id = policy.stream_scope(ctx.actor, org)
     async with runtime.database.read_only() as session:
         if org_id is not None:
             await policy.require_org(session, org_id)
         patterns = list(type or [])
-        start = await streams.start_after(session, org_id, patterns, last_event_id or after, last)
+        start, position = await streams.start_after(
+            session, org_id, patterns, last_event_id or after, last
+        )
     request = streams.StreamRequest(org_id, patterns, start, follow)
 
     async def frames() -> AsyncIterator[dict[str, Any]]:
+        if position is not None:  # an id without data: where to resume (no event is shown)
+            yield {"id": position}
         prefix = runtime.settings.bus_subjects_prefix
         async for event in streams.events(runtime.database, runtime.bus, request, prefix):
             yield {"id": event["id"], "event": event["type"], "data": json.dumps(event)}

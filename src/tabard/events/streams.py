@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVarTuple
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,7 @@ from tabard.events import catalogue
 from tabard.events.envelope import STREAM_PREFIX, envelope, published_subject
 from tabard.events.errors import InvalidLastEventId
 
-T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 POLL_SECONDS = 1.0
 _PAGE = 200
 
@@ -46,9 +46,11 @@ async def start_after(
     patterns: list[str],
     event_id: str | None,
     last: int = 0,
-) -> int:
+) -> tuple[int, str | None]:
     """The published_seq to resume after: that of `event_id`; else just before the `last`
     matching events (0: the current end, so a new stream shows what happens from now on).
+    With it, when the stream starts at the end, the id of the newest matching event: the
+    stream announces it, so a client that reconnects before any event resumes from there.
     An unknown event id, or another org's, is a 400."""
     if event_id is not None:
         statement = select(OutboxEvent.published_seq, OutboxEvent.org_id).where(
@@ -57,13 +59,14 @@ async def start_after(
         row = (await session.execute(statement)).one_or_none()
         if row is None or row.published_seq is None or (org_id not in (None, row.org_id)):
             raise InvalidLastEventId(f"no published event {event_id!r} to resume after")
-        return int(row.published_seq)
-    newest = _scoped(select(OutboxEvent.published_seq), org_id, patterns)
+        return int(row.published_seq), None
+    newest = _scoped(select(OutboxEvent.published_seq, OutboxEvent.id), org_id, patterns)
     newest = newest.order_by(OutboxEvent.published_seq.desc())
     if last == 0:
-        return int((await session.execute(newest.limit(1))).scalar_one_or_none() or 0)
-    oldest_shown = (await session.execute(newest.offset(last - 1).limit(1))).scalar_one_or_none()
-    return int(oldest_shown) - 1 if oldest_shown is not None else 0
+        end = (await session.execute(newest.limit(1))).one_or_none()
+        return (int(end.published_seq), end.id) if end is not None else (0, None)
+    oldest_shown = (await session.execute(newest.offset(last - 1).limit(1))).one_or_none()
+    return (int(oldest_shown.published_seq) - 1 if oldest_shown is not None else 0), None
 
 
 async def events(
@@ -101,7 +104,7 @@ async def _page(session: AsyncSession, request: StreamRequest, after: int) -> li
     return list((await session.execute(statement)).scalars())
 
 
-def _scoped(statement: Select[T], org_id: str | None, patterns: list[str]) -> Select[T]:
+def _scoped(statement: Select[*Ts], org_id: str | None, patterns: list[str]) -> Select[*Ts]:
     """Published events of `org_id` (None: all) whose types match `patterns`."""
     statement = statement.where(
         OutboxEvent.published_seq.is_not(None),
