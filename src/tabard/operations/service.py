@@ -38,7 +38,13 @@ class Operations:
     def build(
         cls, database: Database, clock: Clock, settings: Settings, bus: EventBus
     ) -> Operations:
-        return cls(database, clock, settings, HeartbeatBuffer(clock), CommandSignals(bus))
+        return cls(
+            database,
+            clock,
+            settings,
+            HeartbeatBuffer(clock),
+            CommandSignals(bus, settings.bus_subjects_prefix),
+        )
 
     @property
     def offline_threshold(self) -> float:

@@ -19,7 +19,9 @@ from tabard.core.logging import get_logger
 
 log = get_logger(__name__)
 
-SUBJECT = "tabard-ops.commands"  # not under the stream's `tabard.` prefix: never stored
+# Not under the stream's `<prefix>.` subjects: never stored. The deployment's prefix keeps
+# deployments sharing a NATS account from waking each other's waiters.
+SUBJECT_SUFFIX = "-ops.commands"
 RECHECK_SECONDS = 5.0
 
 
@@ -37,8 +39,9 @@ class Wakeup:
 
 
 class CommandSignals:
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, prefix: str = "tabard") -> None:
         self._bus = bus
+        self._subject = prefix + SUBJECT_SUFFIX
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._listener: asyncio.Task[None] | None = None
 
@@ -55,7 +58,7 @@ class CommandSignals:
         """A command for `agent_id` was committed: wake its waiters here and elsewhere."""
         self._wake(agent_id)
         try:
-            await self._bus.publish(SUBJECT, agent_id.encode())
+            await self._bus.publish(self._subject, agent_id.encode())
         except Exception:  # the waiters elsewhere look again within RECHECK_SECONDS
             log.warning("command announcement not published", agent_id=agent_id)
 
@@ -81,7 +84,7 @@ class CommandSignals:
     async def _listen(self) -> None:
         while True:
             try:
-                async with self._bus.subscribe(SUBJECT) as messages:
+                async with self._bus.subscribe(self._subject) as messages:
                     async for message in messages:
                         self._wake(message.payload.decode())
             except asyncio.CancelledError:
