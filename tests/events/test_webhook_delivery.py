@@ -24,8 +24,8 @@ from tabard.core.metrics import REGISTRY
 from tabard.core.outbox import OutboxEvent
 from tabard.core.runtime import Runtime
 from tabard.events import relay
-from tabard.events.deliveries import RETRY_DELAYS
 from tabard.events.models import WebhookAttempt, WebhookDelivery
+from tabard.events.sender import RETRY_DELAYS
 from tabard.events.service import Events
 from tests.conftest import ADMIN, create_agent, create_org
 from tests.events.conftest import deliver, subscribe

@@ -282,25 +282,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # forgets what is past retention; every process sends the deliveries that are due.
     events = app.state.events
     jobs.append(asyncio.create_task(events.relay_forever()))
-    for name, interval, job, exclusive in (
-        (
-            events_service.SENDER_JOB,
-            settings.webhook_delivery_interval_seconds,
-            events.send_due,
-            False,
-        ),
-        (
-            events_service.RETENTION_JOB,
-            events_service.RETENTION_INTERVAL_SECONDS,
-            events.sweep,
-            True,
-        ),
-    ):
-        jobs.append(
-            asyncio.create_task(
-                run_periodic(database, clock, name, interval, job, exclusive=exclusive)
+    jobs.append(
+        asyncio.create_task(events.sender.run_forever(settings.webhook_delivery_interval_seconds))
+    )
+    jobs.append(
+        asyncio.create_task(
+            run_periodic(
+                database,
+                clock,
+                events_service.RETENTION_JOB,
+                events_service.RETENTION_INTERVAL_SECONDS,
+                events.sweep,
+                exclusive=True,
             )
         )
+    )
     # One leader raises `certificate.expiring` once per certificate.
     jobs.append(
         asyncio.create_task(

@@ -31,12 +31,11 @@ from tabard.core.leases import Lease
 from tabard.core.logging import get_logger
 from tabard.core.metrics import EVENTS_PUBLISHED
 from tabard.events import relay, retention
-from tabard.events.deliveries import Sender
+from tabard.events.sender import Sender
 
 log = get_logger(__name__)
 
 RELAY_JOB = "events.relay"
-SENDER_JOB = "events.webhook_sender"
 RETENTION_JOB = "events.retention"
 RETENTION_INTERVAL_SECONDS = 3600.0
 _RELAY_BATCHES_PER_ROUND = 20
