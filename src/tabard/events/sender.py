@@ -29,6 +29,7 @@ from typing import TypeVar
 import httpx
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from tabard.audit import service as audit
 from tabard.core import outbox
@@ -152,7 +153,7 @@ class Sender:
             return []
         now = self.clock.now()
         async with self.database.read_only() as session:
-            candidates = [(row[0], row[1]) for row in await session.execute(_due(now))]
+            candidates = [(row[0], row[1], row[2]) for row in await session.execute(_due(now))]
         chosen = self._within_caps(candidates, free)
         if not chosen:
             return []
@@ -160,26 +161,23 @@ class Sender:
             seconds=self.settings.webhook_timeout_seconds + _LEASE_MARGIN_SECONDS
         )
         async with self.database.unit_of_work() as session:
-            won = await _take_leases(session, [delivery.id for delivery in chosen], now, until)
-            subscription_ids = {d.subscription_id for d in chosen if d.id in won}
-            targets = await self._targets(session, subscription_ids, now)
-        return [
-            (delivery, targets[delivery.subscription_id])
-            for delivery in chosen
-            if delivery.id in won and delivery.subscription_id in targets
-        ]
+            won = await _take_leases(session, chosen, now, until)
+            if not won:
+                return []
+            statement = select(WebhookDelivery).where(WebhookDelivery.id.in_(won))
+            leased = list((await session.execute(statement)).scalars())
+            targets = await self._targets(session, {d.subscription_id for d in leased}, now)
+        return [(d, targets[d.subscription_id]) for d in leased if d.subscription_id in targets]
 
-    def _within_caps(
-        self, candidates: Sequence[tuple[WebhookDelivery, int]], free: int
-    ) -> list[WebhookDelivery]:
-        chosen: list[WebhookDelivery] = []
+    def _within_caps(self, candidates: Sequence[tuple[str, str, int]], free: int) -> list[str]:
+        """The ids to lease: as many as there are free slots, within each subscription's cap."""
+        chosen: list[str] = []
         taken: Counter[str] = Counter()
-        for delivery, failures in candidates:
-            subscription_id = delivery.subscription_id
+        for delivery_id, subscription_id, failures in candidates:
             if self._in_flight[subscription_id] + taken[subscription_id] >= self._cap(failures):
                 continue  # a slow receiver's backlog waits; others go on
             taken[subscription_id] += 1
-            chosen.append(delivery)
+            chosen.append(delivery_id)
             if len(chosen) == free:
                 break
         return chosen
@@ -305,9 +303,14 @@ class Sender:
             delivery.next_attempt_at = now + timedelta(seconds=retry_delay(delivery.attempts))
 
 
-def _due(now: datetime) -> Select[WebhookDelivery, int]:
+def _due(now: datetime) -> Select[str, str, int]:
+    """Due deliveries, oldest first: only what choosing needs (not the payloads)."""
     return (
-        select(WebhookDelivery, WebhookSubscription.consecutive_failures)
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.subscription_id,
+            WebhookSubscription.consecutive_failures,
+        )
         .join(WebhookSubscription)
         .where(
             WebhookDelivery.status == DeliveryStatus.PENDING.value,
@@ -353,6 +356,8 @@ async def _locked(
         .order_by(model.id)
         .with_for_update(key_share=key_share)
     )
+    if model is WebhookDelivery:
+        statement = statement.options(defer(WebhookDelivery.payload))  # not needed to record
     return {row.id: row for row in (await session.execute(statement)).scalars()}
 
 
