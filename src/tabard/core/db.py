@@ -7,6 +7,8 @@ default; PostgreSQL runs through asyncpg, optionally behind PgBouncer in transac
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -147,6 +149,11 @@ class Database:
         # Called with the session after each unit of work commits (its `info` tells what it
         # wrote): how the outbox relay hears of new events without polling for them.
         self.commit_listeners: list[Callable[[AsyncSession], None]] = []
+        # SQLite has one writer. Writers of this process queue here, in order, and start the
+        # moment the previous one commits; left to SQLite's busy handler they would sleep and
+        # poll (1 ms, 2 ms, … up to 100 ms at a time), which caps a busy process at a few
+        # dozen writes per second. Other processes still meet the busy timeout.
+        self._writer_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
     @property
     def dialect(self) -> str:
@@ -155,11 +162,20 @@ class Database:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
         """One transaction: commits once on success, rolls back everything on any exception."""
-        async with self._sessions() as session:
+        async with self._writer(), self._sessions() as session:
             async with session.begin():
                 yield session
             for listener in self.commit_listeners:
                 listener(session)
+
+    def _writer(self) -> contextlib.AbstractAsyncContextManager[object]:
+        if self.engine.dialect.name != "sqlite":
+            return contextlib.nullcontext()
+        loop = asyncio.get_running_loop()  # a lock serves the loop it was made on
+        lock = self._writer_locks.get(loop)
+        if lock is None:
+            lock = self._writer_locks[loop] = asyncio.Lock()
+        return lock
 
     @asynccontextmanager
     async def read_only(self) -> AsyncIterator[AsyncSession]:

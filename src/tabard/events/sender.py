@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import httpx
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -54,7 +54,6 @@ RETRY_DELAYS = (10, 60, 300, 1800, 3600, 7200, 14400, 21600, 36000)  # seconds, 
 FAILING_AFTER = 3  # consecutive failed attempts after which a subscription gets one slot
 _JITTER = 0.2
 _KEPT_RESPONSE_BYTES = 2048
-_CANDIDATES = 500
 _LEASE_MARGIN_SECONDS = 30
 
 
@@ -152,8 +151,10 @@ class Sender:
         if free <= 0:
             return []
         now = self.clock.now()
+        cap = self.settings.webhook_concurrency_per_subscription
         async with self.database.read_only() as session:
-            candidates = [(row[0], row[1], row[2]) for row in await session.execute(_due(now))]
+            due = await session.execute(_due(now, cap, limit=free + sum(self._in_flight.values())))
+            candidates = [(row[0], row[1], row[2]) for row in due]
         chosen = self._within_caps(candidates, free)
         if not chosen:
             return []
@@ -162,8 +163,9 @@ class Sender:
         )
         async with self.database.unit_of_work() as session:
             won = await _take_leases(session, chosen, now, until)
-            if not won:
-                return []
+        if not won:
+            return []
+        async with self.database.read_only() as session:  # leased: nobody else changes them
             statement = select(WebhookDelivery).where(WebhookDelivery.id.in_(won))
             leased = list((await session.execute(statement)).scalars())
             targets = await self._targets(session, {d.subscription_id for d in leased}, now)
@@ -207,12 +209,17 @@ class Sender:
     async def _send(self, delivery: WebhookDelivery, target: _Target) -> None:
         try:
             outcome = await self._attempt(delivery, target)
+        except Exception:  # a bug, not the receiver: the lease lapses and it is tried again
+            log.exception("webhook attempt failed", delivery_id=delivery.id)
+            return
+        finally:
+            # The receiver's slot is free; the delivery stays leased until it is recorded.
+            self._in_flight[delivery.subscription_id] -= 1
+            self._wake.set()
+        try:
             await self._recorder.submit(_Attempted(delivery.id, delivery.subscription_id, outcome))
         except Exception:  # one delivery's trouble must not stop the others
             log.exception("webhook delivery failed to record", delivery_id=delivery.id)
-        finally:
-            self._in_flight[delivery.subscription_id] -= 1
-            self._wake.set()  # a slot is free
 
     async def _attempt(self, delivery: WebhookDelivery, target: _Target) -> _Outcome:
         body = encode(delivery.payload)
@@ -303,13 +310,23 @@ class Sender:
             delivery.next_attempt_at = now + timedelta(seconds=retry_delay(delivery.attempts))
 
 
-def _due(now: datetime) -> Select[str, str, int]:
-    """Due deliveries, oldest first: only what choosing needs (not the payloads)."""
-    return (
+def _due(now: datetime, cap: int, limit: int) -> Select[str, str, int]:
+    """Due deliveries, oldest first, at most as many per subscription as it may have in flight
+    (one while failing): only what choosing needs, and never a slow receiver's whole backlog."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=WebhookDelivery.subscription_id, order_by=WebhookDelivery.next_attempt_at
+        )
+        .label("rank")
+    )
+    due = (
         select(
             WebhookDelivery.id,
             WebhookDelivery.subscription_id,
-            WebhookSubscription.consecutive_failures,
+            WebhookSubscription.consecutive_failures.label("failures"),
+            WebhookDelivery.next_attempt_at,
+            rank,
         )
         .join(WebhookSubscription)
         .where(
@@ -318,8 +335,14 @@ def _due(now: datetime) -> Select[str, str, int]:
             or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < now),
             WebhookSubscription.active.is_(True),
         )
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(_CANDIDATES)
+        .subquery()
+    )
+    allowed = case((due.c.failures >= FAILING_AFTER, 1), else_=cap)
+    return (
+        select(due.c.id, due.c.subscription_id, due.c.failures)
+        .where(due.c.rank <= allowed)
+        .order_by(due.c.next_attempt_at)
+        .limit(limit)
     )
 
 
