@@ -39,7 +39,6 @@ SETTLE_SECONDS = 2.0
 # The relay's lease lapses 15 s after its leader's last renewal (renewed every 5 s), and the
 # other process tries to take it every 5 s: a dead leader is replaced within about 20 s.
 FAILOVER_SECONDS = 30.0
-STREAM_SUBJECTS = "tabard.>"
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -56,9 +55,12 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class NatsDeployment:
     """Processes sharing PostgreSQL, Redis and NATS, on a JetStream stream of their own."""
 
-    def __init__(self, shared: dict[str, str], stream: str, root: pytest.TempPathFactory) -> None:
+    def __init__(
+        self, shared: dict[str, str], stream: str, prefix: str, root: pytest.TempPathFactory
+    ) -> None:
         self.shared = shared
         self.stream = stream
+        self.prefix = prefix
         self.root = root
         self.servers: list[Server] = []
 
@@ -104,18 +106,23 @@ def nats_deployment(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[NatsDeployment]:
     asyncio.run(_truncate_postgres(migrated_postgres))
-    holder = asyncio.run(_stream_holding(nats_url, STREAM_SUBJECTS))
+    # A stream and subjects of this run's own: JetStream lets one stream hold a subject, so
+    # runs (and other deployments) sharing the server never collide.
+    run = uuid.uuid4().hex[:12]
+    prefix = f"tabard_e2e_{run}"
+    holder = asyncio.run(_stream_holding(nats_url, f"{prefix}.>"))
     if holder is not None:
-        pytest.fail(f"the NATS stream {holder!r} already holds {STREAM_SUBJECTS}: delete it first")
+        pytest.fail(f"the NATS stream {holder!r} already holds {prefix}.>: delete it first")
     shared = {
         "TABARD_DATABASE_URL": migrated_postgres,
         "TABARD_KV_BACKEND": "redis",
         "TABARD_REDIS_URL": redis_url,
         "TABARD_BUS_BACKEND": "nats",
         "TABARD_NATS_URL": nats_url,
-        "TABARD_BUS_STREAM": f"TABARD_E2E_{uuid.uuid4().hex}",
+        "TABARD_BUS_STREAM": f"TABARD_E2E_{run}",
+        "TABARD_BUS_SUBJECTS_PREFIX": prefix,
     }
-    deployment = NatsDeployment(shared, shared["TABARD_BUS_STREAM"], tmp_path_factory)
+    deployment = NatsDeployment(shared, shared["TABARD_BUS_STREAM"], prefix, tmp_path_factory)
     try:
         yield deployment
     finally:
@@ -348,10 +355,11 @@ class TestNatsDeployment:
         try:
             jetstream = client.jetstream()
             info = await jetstream.stream_info(nats_deployment.stream)
-            assert info.config.subjects == [STREAM_SUBJECTS]
-            everything = await _fetch_all(jetstream, nats_deployment.stream, "tabard.acme.>")
+            prefix = nats_deployment.prefix
+            assert info.config.subjects == [f"{prefix}.>"]
+            everything = await _fetch_all(jetstream, nats_deployment.stream, f"{prefix}.acme.>")
             created = await _fetch_all(
-                jetstream, nats_deployment.stream, "tabard.acme.agent.created"
+                jetstream, nats_deployment.stream, f"{prefix}.acme.agent.created"
             )
         finally:
             await client.close()
@@ -362,11 +370,11 @@ class TestNatsDeployment:
         for message, frame in zip(everything, published, strict=True):
             event = json.loads(message.data)
             assert event == frame.json()
-            assert message.subject == f"tabard.acme.{event['type']}"
+            assert message.subject == f"{prefix}.acme.{event['type']}"
         bodies = {item.id: item.body for item in receiver.received}
         assert [json.loads(message.data)["data"]["agent_id"] for message in created] == agents
         for message in created:
-            assert message.subject == "tabard.acme.agent.created"
+            assert message.subject == f"{prefix}.acme.agent.created"
             # The very bytes a webhook carries (and its signature covers).
             assert message.data == bodies[message.headers["Nats-Msg-Id"]]
 

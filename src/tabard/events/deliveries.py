@@ -28,8 +28,6 @@ from tabard.events.subscriptions import get_subscription
 
 log = get_logger(__name__)
 
-_INSERT_CHUNK = 500  # rows per INSERT: SQLite allows 32,766 bound values
-
 
 async def fan_out(session: AsyncSession, events: Sequence[dict[str, Any]], now: datetime) -> int:
     """A delivery for every active subscription of each event's org that wants it; an event
@@ -37,8 +35,12 @@ async def fan_out(session: AsyncSession, events: Sequence[dict[str, Any]], now: 
     orgs = {event["org"] for event in events if event["org"] is not None}
     if not orgs:
         return 0
-    statement = select(WebhookSubscription).where(
-        WebhookSubscription.org_id.in_(orgs), WebhookSubscription.active.is_(True)
+    # FOR KEY SHARE: a subscription being deleted meanwhile waits for this transaction (then
+    # takes these deliveries with it) instead of failing the relay's round.
+    statement = (
+        select(WebhookSubscription)
+        .where(WebhookSubscription.org_id.in_(orgs), WebhookSubscription.active.is_(True))
+        .with_for_update(read=True, key_share=True)
     )
     by_org: dict[str, list[WebhookSubscription]] = {}
     for subscription in (await session.execute(statement)).scalars():
@@ -49,14 +51,13 @@ async def fan_out(session: AsyncSession, events: Sequence[dict[str, Any]], now: 
         for subscription in by_org.get(event["org"], ())
         if catalogue.matches(subscription.event_types, event["type"])
     ]
+    if not rows:
+        return 0
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        statement_insert = (
-            insert(WebhookDelivery)
-            .values(rows[start : start + _INSERT_CHUNK])
-            .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
-        )
-        await session.execute(statement_insert)
+    statement_insert = insert(WebhookDelivery).on_conflict_do_nothing(
+        index_elements=["subscription_id", "event_id"]
+    )
+    await session.execute(statement_insert, rows)  # executemany: batched by the driver
     return len(rows)
 
 

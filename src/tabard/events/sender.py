@@ -255,10 +255,12 @@ class Sender:
         """Record a batch of attempts: each delivery's outcome, and each subscription's run of
         failures (locked, so attempts finishing together on several replicas all count)."""
         now = self.clock.now()
-        deliveries = await _locked(session, WebhookDelivery, [a.delivery_id for a in attempted])
+        # Subscriptions first, then deliveries: the order a DELETE of a subscription locks
+        # them in (it cascades to its deliveries), so the two never deadlock.
         subscriptions = await _locked(
             session, WebhookSubscription, [a.subscription_id for a in attempted], key_share=True
         )
+        deliveries = await _locked(session, WebhookDelivery, [a.delivery_id for a in attempted])
         for item in attempted:
             delivery = deliveries.get(item.delivery_id)
             subscription = subscriptions.get(item.subscription_id)

@@ -114,8 +114,11 @@ async def delete_subscription(
     session: AsyncSession, ctx: Context, org_id: str, subscription_id: str
 ) -> None:
     subscription = await get_subscription(session, org_id, subscription_id)
-    await _changed(session, ctx, "webhook.deleted", subscription)
+    # Deleted (locked) before the audit event takes the org's chain head: the order in which
+    # recording an attempt that pauses a subscription takes them.
     await session.delete(subscription)
+    await session.flush()
+    await _changed(session, ctx, "webhook.deleted", subscription)
 
 
 async def rotate_secret(
