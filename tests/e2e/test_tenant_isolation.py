@@ -16,6 +16,7 @@ from tests.conftest import ADMIN, bearer, create_org, create_org_key
 from tests.pki.support import csr_pem, ec_key, generate_ca, issue_certificate
 
 _AGENT = "/v1/orgs/{org_id}/agents/{agent_id}"
+_WEBHOOK = "/v1/orgs/{org_id}/webhooks/{subscription_id}"
 _BODIES = {
     "POST /v1/orgs/{org_id}/keys": {"name": "stolen"},
     "PATCH /v1/orgs/{org_id}": {"display_name": "Owned"},
@@ -40,6 +41,9 @@ _BODIES = {
     f"POST {_AGENT}/commands": {"action": "rotate"},
     "POST /v1/agent/commands/{command_id}/running": {"instance_id": "i-1"},
     "POST /v1/agent/commands/{command_id}/result": {"instance_id": "i-1", "status": "SUCCEEDED"},
+    "POST /v1/orgs/{org_id}/webhooks": {"url": "http://127.0.0.1:9/stolen", "event_types": ["*"]},
+    f"PATCH {_WEBHOOK}": {"active": False},
+    f"POST {_WEBHOOK}/rotate-secret": {"grace_period_seconds": 0},
 }
 # Routes only the platform admin may call answer 403 to any org key, before looking at the id.
 _ADMIN_ONLY = {
@@ -130,6 +134,12 @@ class TestCrossTenantAccess:
         assert [(ca["id"], ca["status"]) for ca in cas] == [(ids["ca_id"], "active")]
         binding = f"/v1/orgs/globex/bindings/{ids['binding_id']}"
         assert (await client.get(binding, headers=ADMIN)).json()["status"] == "pending"
+        webhook = f"/v1/orgs/globex/webhooks/{ids['subscription_id']}"
+        subscription = (await client.get(webhook, headers=ADMIN)).json()
+        assert (subscription["active"], subscription["url"]) == (True, "http://127.0.0.1:9/hook")
+        assert [
+            s["id"] for s in (await client.get("/v1/orgs/acme/webhooks", headers=ADMIN)).json()
+        ] == []
 
     async def test_acme_key_cannot_create_agents_in_globex(self, client: httpx.AsyncClient) -> None:
         await create_org(client, "acme")
@@ -197,6 +207,7 @@ async def _globex_pki(client: httpx.AsyncClient, agent_id: str) -> dict[str, str
         "invite_id": invite.json()["id"],
         "token_id": token.json()["id"],
         "command_id": await _globex_command(client, agent_id),
+        **await _globex_webhook(client),
     }
 
 
@@ -221,3 +232,17 @@ async def _globex_command(client: httpx.AsyncClient, agent_id: str) -> str:
     assert command.status_code == 201, command.text
     command_id: str = command.json()[0]["id"]
     return command_id
+
+
+async def _globex_webhook(client: httpx.AsyncClient) -> dict[str, str]:
+    """A globex webhook subscription and the test delivery sent to it."""
+    subscription = await client.post(
+        "/v1/orgs/globex/webhooks",
+        json={"url": "http://127.0.0.1:9/hook", "event_types": ["*"]},
+        headers=ADMIN,
+    )
+    assert subscription.status_code == 201, subscription.text
+    subscription_id: str = subscription.json()["id"]
+    delivery = await client.post(f"/v1/orgs/globex/webhooks/{subscription_id}/test", headers=ADMIN)
+    assert delivery.status_code == 202, delivery.text
+    return {"subscription_id": subscription_id, "delivery_id": delivery.json()["id"]}
