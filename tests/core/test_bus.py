@@ -444,3 +444,59 @@ async def test_nats_ping_fails_within_the_connect_timeout_when_unreachable() -> 
         with pytest.raises(TimeoutError):
             await bus.ping()
         await bus.close()
+
+
+async def _stream_max_age(url: str, stream: str) -> float | None:
+    client = Client()
+    await client.connect(servers=[url], allow_reconnect=False)
+    try:
+        info = await client.jetstream().stream_info(stream)
+        max_age: float | None = info.config.max_age
+        return max_age
+    finally:
+        await client.close()
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize(("max_age", "expected"), [(3600, 3600), (0, 0)])
+async def test_nats_creates_its_stream_with_the_configured_age_limit(
+    nats_url: str, max_age: int, expected: float
+) -> None:
+    stream, prefix = f"TEST_{uuid.uuid4().hex}", f"t{uuid.uuid4().hex}"
+    bus = create_bus(
+        "nats",
+        nats_url,
+        FrozenClock(),
+        stream=stream,
+        subjects_prefix=prefix,
+        stream_max_age_seconds=max_age,
+    )
+    try:
+        await bus.stream_publish(f"{prefix}.events", b"kept")
+        assert await _stream_max_age(nats_url, stream) == expected  # 0 is JetStream's "no limit"
+    finally:
+        await bus.close()
+        await _delete_stream(nats_url, stream)
+
+
+@pytest.mark.nats
+async def test_nats_keeps_the_limits_of_an_existing_stream(nats_url: str) -> None:
+    stream, prefix = f"TEST_{uuid.uuid4().hex}", f"t{uuid.uuid4().hex}"
+    client = Client()
+    await client.connect(servers=[nats_url], allow_reconnect=False)
+    await client.jetstream().add_stream(name=stream, subjects=[f"{prefix}.>"], max_age=60)
+    await client.close()
+    bus = create_bus(
+        "nats",
+        nats_url,
+        FrozenClock(),
+        stream=stream,
+        subjects_prefix=prefix,
+        stream_max_age_seconds=3600,
+    )
+    try:
+        await bus.stream_publish(f"{prefix}.events", b"kept")
+        assert await _stream_max_age(nats_url, stream) == 60  # the operator's tuning stands
+    finally:
+        await bus.close()
+        await _delete_stream(nats_url, stream)

@@ -89,6 +89,7 @@ def build_runtime(
             clock,
             stream=settings.bus_stream,
             subjects_prefix=settings.bus_subjects_prefix,
+            stream_max_age_seconds=settings.bus_stream_max_age_seconds,
         ),
         keystore=KeyStore(_secret(settings, "master_key", "master.key")),
         secret_key=_secret(settings, "secret_key", "secret.key"),

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     bus_stream: str = "TABARD"
     # The stream's subjects are `<prefix>.>`: deployments sharing a NATS account need their own.
     bus_subjects_prefix: str = Field(default="tabard", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Age limit of a JetStream stream Tabard creates (0: none); an existing stream keeps its own.
+    bus_stream_max_age_seconds: int = Field(default=7 * 86400, ge=0)
 
     admin_secret: SecretStr | None = None
     secret_key: SecretStr | None = None

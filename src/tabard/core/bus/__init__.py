@@ -117,11 +117,13 @@ def create_bus(
     clock: Clock,
     stream: str = "TABARD",
     subjects_prefix: str = "tabard",
+    stream_max_age_seconds: float = 0,
 ) -> EventBus:
     """Build the bus named by `backend` ("memory" or "nats"); ValueError for any other name.
 
     `memory` ignores `url` and `stream` and times redelivery with `clock`. `nats` connects to `url`
-    on first use and creates the JetStream stream `stream` over `{subjects_prefix}.>` if missing.
+    on first use and creates the JetStream stream `stream` over `{subjects_prefix}.>` if missing,
+    keeping messages for `stream_max_age_seconds` (0: no age limit).
     """
     require_subject(subjects_prefix)
     # Imported on use: the backends import this module, and a memory-only process need not load
@@ -133,7 +135,12 @@ def create_bus(
     if backend == "nats":
         from tabard.core.bus.nats import NatsEventBus
 
-        return NatsEventBus(url, stream=stream, subjects_prefix=subjects_prefix)
+        return NatsEventBus(
+            url,
+            stream=stream,
+            subjects_prefix=subjects_prefix,
+            stream_max_age_seconds=stream_max_age_seconds,
+        )
     raise ValueError(f"unknown event bus backend {backend!r}; expected one of {BACKENDS}")
 
 

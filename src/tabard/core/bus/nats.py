@@ -110,11 +110,13 @@ class NatsEventBus:
         *,
         stream: str,
         subjects_prefix: str,
+        stream_max_age_seconds: float = 0,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self._url = url
         self._stream = stream
         self._stream_pattern = f"{subjects_prefix}.>"
+        self._stream_max_age = stream_max_age_seconds
         self._connect_timeout = connect_timeout
         self._client: Any = None
         self._jetstream: Any = None
@@ -229,7 +231,11 @@ class NatsEventBus:
         try:
             await jetstream.stream_info(self._stream)
         except NotFoundError:
-            await jetstream.add_stream(name=self._stream, subjects=[self._stream_pattern])
+            await jetstream.add_stream(
+                name=self._stream,
+                subjects=[self._stream_pattern],
+                max_age=self._stream_max_age or None,  # None: JetStream's default, no limit
+            )
 
 
 def _consumer_config(durable: str, subject_filter: str, ack_wait_seconds: float) -> Any:
