@@ -41,6 +41,30 @@ def assert_invalid(response: httpx.Response, field: str) -> None:
     assert [error["field"] for error in problem["errors"]] == [field]
 
 
+class TestHeartbeatAccessLog:
+    """Accepted beats log at debug (thousands a second would drown the log); refusals at info."""
+
+    async def test_an_accepted_beat_writes_no_access_line_at_info(
+        self, client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        agent = await enrolled_agent(client)
+        capsys.readouterr()
+
+        accepted = await client.post(
+            HEARTBEAT_URL, json={"instance_id": "i-1"}, headers=agent.headers
+        )
+        refused = await client.post(HEARTBEAT_URL, json={"instance_id": "i-1"})
+        listed = await client.get("/v1/orgs/acme/agents", headers=ADMIN)
+
+        assert (accepted.status_code, refused.status_code, listed.status_code) == (200, 401, 200)
+        logged = capsys.readouterr()
+        lines = [line for line in (logged.out + logged.err).splitlines() if "latency_ms" in line]
+        assert [
+            ("/v1/agent/heartbeat" in line, "status=401" in line or '"status": 401' in line)
+            for line in lines
+        ] == [(True, True), (False, False)]
+
+
 class TestHeartbeatCredentials:
     async def test_the_agents_own_access_token_may_beat(self, client: httpx.AsyncClient) -> None:
         agent = await enrolled_agent(client)

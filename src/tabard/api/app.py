@@ -170,7 +170,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
         )
-    app.add_middleware(RequestContextMiddleware, tracer=configure_tracing())
+    app.add_middleware(
+        RequestContextMiddleware,
+        tracer=configure_tracing(),
+        quiet_routes=frozenset({("POST", HEARTBEAT_PATH)}),
+    )
     return app
 
 

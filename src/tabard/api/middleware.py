@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -26,11 +27,22 @@ log = get_logger("tabard.access")
 
 
 class RequestContextMiddleware:
-    """Outermost layer: everything inside sees the request id and a bound log context."""
+    """Outermost layer: everything inside sees the request id and a bound log context.
 
-    def __init__(self, app: ASGIApp, tracer: trace.Tracer) -> None:
+    Successful requests to `quiet_routes` (method, path) log their access line at debug: a
+    fleet's heartbeats come thousands a second and would drown every other line. Their metrics
+    and any failure are still recorded as for every route.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        tracer: trace.Tracer,
+        quiet_routes: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.app = app
         self.tracer = tracer
+        self.quiet_routes = quiet_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,13 +86,18 @@ class RequestContextMiddleware:
                 self._observe(scope, route, status, time.perf_counter() - started)
                 structlog.contextvars.clear_contextvars()
 
-    @staticmethod
-    def _observe(scope: Scope, route: str, status: int, elapsed: float) -> None:
+    def _observe(self, scope: Scope, route: str, status: int, elapsed: float) -> None:
         method = scope["method"]
         metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
         metrics.HTTP_LATENCY.labels(method, route).observe(elapsed)
+        level = logging.INFO
+        if status < 400 and (method, route) in self.quiet_routes:
+            level = logging.DEBUG
+            if not log.isEnabledFor(level):
+                return  # skip building a line nobody will see, on the hottest path
         actor = scope.get("state", {}).get("actor")
-        log.info(
+        log.log(
+            level,
             "request",
             method=method,
             route=route,
