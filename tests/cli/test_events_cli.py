@@ -308,7 +308,7 @@ class TestFollow:
         published(deployment.server, key, 2)
         cli = Following(deployment.server, key, "--type", "agent.*")
         try:
-            time.sleep(1.5)  # the command has started and connected
+            cli.err.until("following", WAIT_SECONDS)  # the command has started and connected
             for name in ("live-1", "live-2"):
                 agent = new_agent(deployment.server, "initech", name)
                 line = fields(cli.out.next())
@@ -361,7 +361,9 @@ class TestFollow:
             "agent.created",
         ]
         assert len({event["id"] for event in shown}) == len(shown)
-        assert "reconnecting" in said("\n".join(cli.err.rest()))
+        notices = said("\n".join(cli.err.rest()))
+        assert "reconnecting" in notices
+        assert notices.count(f"connected to {server.url}/v1/events; following") == 2
 
     @pytest.mark.parametrize(
         ("types", "expected"),
@@ -381,7 +383,7 @@ class TestFollow:
             call(server, "POST", "/v1/orgs", json={"id": "acme", "display_name": "Acme"})
             published(server, ADMIN_SECRET, 1, org="acme")
             cli = Following(server, ADMIN_SECRET, "--json", "--last", "0", *types)
-            time.sleep(1.5)  # connected, nothing printed
+            cli.err.until("following", WAIT_SECONDS)  # connected, nothing printed
             assert server.stop() == 0
             cli.err.until("reconnecting", WAIT_SECONDS)
             rotate_signing_key_offline(tmp_path)

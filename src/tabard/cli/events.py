@@ -35,14 +35,18 @@ class StreamOptions:
     follow: bool
 
 
-def stream(options: StreamOptions, on_reconnect: Callable[[str], None]) -> Iterator[dict[str, Any]]:
-    """The events, as envelopes; with `follow`, until interrupted."""
+def stream(options: StreamOptions, on_notice: Callable[[str], None]) -> Iterator[dict[str, Any]]:
+    """The events, as envelopes; with `follow`, until interrupted.
+
+    When following, `on_notice` hears of every connection made and every one lost, so an
+    operator watching a quiet stream knows whether it is live.
+    """
     position = _Position(options.after, options.last)
     failures = 0
     with httpx.Client(timeout=httpx.Timeout(10, read=60), trust_env=False) as client:
         while True:
             try:
-                for event in _read(client, options, position):
+                for event in _read(client, options, position, on_notice):
                     failures = 0
                     yield event
                 if not options.follow:
@@ -52,7 +56,7 @@ def stream(options: StreamOptions, on_reconnect: Callable[[str], None]) -> Itera
                     raise StreamRefused(f"cannot read {options.url}: {exc}") from None
                 delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
                 failures += 1
-                on_reconnect(f"connection lost ({exc}); reconnecting in {delay} s")
+                on_notice(f"connection lost ({exc}); reconnecting in {delay} s")
                 time.sleep(delay)
 
 
@@ -74,7 +78,10 @@ class _Position:
 
 
 def _read(
-    client: httpx.Client, options: StreamOptions, position: _Position
+    client: httpx.Client,
+    options: StreamOptions,
+    position: _Position,
+    on_notice: Callable[[str], None],
 ) -> Iterator[dict[str, Any]]:
     last_id, last = position.params()
     params: dict[str, Any] = {"follow": str(options.follow).lower(), "type": options.types}
@@ -91,6 +98,8 @@ def _read(
             source.response.read()
             raise StreamRefused(_problem(source.response))
         position.connected = True
+        if options.follow:
+            on_notice(f"connected to {url}; following")
         for message in source.iter_sse():
             if message.id:
                 position.last_id = message.id

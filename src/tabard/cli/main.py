@@ -183,7 +183,7 @@ def events(
         url, token, event_type or [], org, after, 0 if after else last, follow
     )
     try:
-        for event in event_stream.stream(options, on_reconnect=lambda note: err.print(note)):
+        for event in event_stream.stream(options, on_notice=lambda note: err.print(note)):
             text = json.dumps(event, separators=(",", ":")) if as_json else event_stream.line(event)
             print(text, flush=True)
     except event_stream.StreamRefused as exc:
