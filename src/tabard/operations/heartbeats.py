@@ -13,14 +13,15 @@ unflushed beats are at most one flush interval late, far below the offline thres
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, func
+from sqlalchemy import Insert, Table, case, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,7 +46,6 @@ log = get_logger(__name__)
 AUDIT_EVERY = timedelta(minutes=5)
 CLOCK_SKEW_TOLERANCE_SECONDS = 30.0
 _MAX_AUDIT_MEMORY = 500_000
-_UPSERT_ROWS_PER_STATEMENT = 1000
 
 
 @dataclass(slots=True)
@@ -192,17 +192,18 @@ async def _write_each(database: Database, beats: Sequence[Beat], clock: Clock) -
 
 
 async def _write(session: AsyncSession, beats: Sequence[Beat], clock: Clock) -> None:
-    for start in range(0, len(beats), _UPSERT_ROWS_PER_STATEMENT):
-        await _upsert(session, beats[start : start + _UPSERT_ROWS_PER_STATEMENT])
+    await _upsert(session, beats)
     entries = [_audit_entry(beat, clock) for beat in beats if beat.audited]
     if entries:
         await audit.record_batch(session, entries)
 
 
 async def _upsert(session: AsyncSession, beats: Sequence[Beat]) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(AgentInstance).values(
+    # One statement, compiled once per dialect and run with executemany: building a fresh
+    # multi-row VALUES of a thousand rows cost more to compile than the database took to run it.
+    statement = _upsert_statement(session.get_bind().dialect.name)
+    await session.execute(
+        statement,
         [
             {
                 "agent_id": beat.agent_id,
@@ -218,27 +219,33 @@ async def _upsert(session: AsyncSession, beats: Sequence[Beat]) -> None:
                 "heartbeats": beat.count,
             }
             for beat in beats
-        ]
+        ],
     )
+
+
+@functools.cache
+def _upsert_statement(dialect: str) -> Insert:
+    """INSERT … ON CONFLICT DO UPDATE on the table (not the ORM entity: no bulk-ORM layer)."""
+    table = cast(Table, AgentInstance.__table__)  # a mapped class's table is a Table
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table)
     excluded = statement.excluded
     # Beats from two replicas may flush out of order: the newest wins, for every field it
     # carries (SET reads the row as it was, so this holds beside the new last_seen_at).
-    newer = excluded.last_seen_at >= AgentInstance.last_seen_at
+    newer = excluded.last_seen_at >= table.c.last_seen_at
     latest = {
-        name: case((newer, excluded[name]), else_=AgentInstance.__table__.c[name])
+        name: case((newer, excluded[name]), else_=table.c[name])
         for name in ("hostname", "version", "sdk_version", "status_data", "clock_skew_seconds")
     }
-    statement = statement.on_conflict_do_update(
+    latest_seen = func.max if dialect == "sqlite" else func.greatest
+    return statement.on_conflict_do_update(
         index_elements=["agent_id", "instance_id"],
         set_={
             **latest,
-            "last_seen_at": func.max(AgentInstance.last_seen_at, excluded.last_seen_at)
-            if dialect == "sqlite"
-            else func.greatest(AgentInstance.last_seen_at, excluded.last_seen_at),
-            "heartbeats": AgentInstance.heartbeats + excluded.heartbeats,
+            "last_seen_at": latest_seen(table.c.last_seen_at, excluded.last_seen_at),
+            "heartbeats": table.c.heartbeats + excluded.heartbeats,
         },
     )
-    await session.execute(statement)
 
 
 def _audit_entry(beat: Beat, clock: Clock) -> audit.AuditEntry:
