@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
-import uuid
 
 import structlog
 from opentelemetry import propagate, trace
@@ -113,7 +113,9 @@ def _request_id(scope: Scope) -> str:
             candidate: str = value.decode("latin-1")
             if _CLIENT_REQUEST_ID.match(candidate):
                 return candidate
-    return uuid.uuid4().hex
+    # A correlation id, not a secret: the process's PRNG rather than uuid4's os.urandom, whose
+    # syscall was a sixth of a heartbeat's cost under load (2,900 to 3,450 beats/s, bench/).
+    return f"{random.getrandbits(128):032x}"
 
 
 def _incoming_trace(scope: Scope) -> Context | None:
