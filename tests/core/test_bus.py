@@ -457,15 +457,13 @@ async def _stream_max_age(url: str, stream: str) -> float | None:
         await client.close()
 
 
-@pytest.mark.nats
-@pytest.mark.parametrize(("max_age", "expected"), [(3600, 3600), (0, 0)])
-async def test_nats_creates_its_stream_with_the_configured_age_limit(
-    nats_url: str, max_age: int, expected: float
-) -> None:
-    stream, prefix = f"TEST_{uuid.uuid4().hex}", f"t{uuid.uuid4().hex}"
+async def _age_limit_after_first_use(
+    url: str, stream: str, prefix: str, max_age: int
+) -> float | None:
+    """The stream's max_age once a bus configured with `max_age` has published to it."""
     bus = create_bus(
         "nats",
-        nats_url,
+        url,
         FrozenClock(),
         stream=stream,
         subjects_prefix=prefix,
@@ -473,10 +471,20 @@ async def test_nats_creates_its_stream_with_the_configured_age_limit(
     )
     try:
         await bus.stream_publish(f"{prefix}.events", b"kept")
-        assert await _stream_max_age(nats_url, stream) == expected  # 0 is JetStream's "no limit"
+        return await _stream_max_age(url, stream)
     finally:
         await bus.close()
-        await _delete_stream(nats_url, stream)
+        await _delete_stream(url, stream)
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize(("max_age", "expected"), [(3600, 3600), (0, 0)])
+async def test_nats_creates_its_stream_with_the_configured_age_limit(
+    nats_url: str, max_age: int, expected: float
+) -> None:
+    stream, prefix = f"TEST_{uuid.uuid4().hex}", f"t{uuid.uuid4().hex}"
+    # 0 is JetStream's "no limit"
+    assert await _age_limit_after_first_use(nats_url, stream, prefix, max_age) == expected
 
 
 @pytest.mark.nats
@@ -486,17 +494,5 @@ async def test_nats_keeps_the_limits_of_an_existing_stream(nats_url: str) -> Non
     await client.connect(servers=[nats_url], allow_reconnect=False)
     await client.jetstream().add_stream(name=stream, subjects=[f"{prefix}.>"], max_age=60)
     await client.close()
-    bus = create_bus(
-        "nats",
-        nats_url,
-        FrozenClock(),
-        stream=stream,
-        subjects_prefix=prefix,
-        stream_max_age_seconds=3600,
-    )
-    try:
-        await bus.stream_publish(f"{prefix}.events", b"kept")
-        assert await _stream_max_age(nats_url, stream) == 60  # the operator's tuning stands
-    finally:
-        await bus.close()
-        await _delete_stream(nats_url, stream)
+    # The operator's tuning stands.
+    assert await _age_limit_after_first_use(nats_url, stream, prefix, 3600) == 60
