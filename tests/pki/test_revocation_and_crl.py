@@ -261,15 +261,34 @@ class TestCrl:
         anchor = x509.load_pem_x509_certificate(ca["certificate_pem"].encode())
         assert crl.is_signature_valid(anchor.public_key())  # type: ignore[arg-type]
 
-    async def test_the_crl_number_grows(
+    async def test_an_unchanged_crl_is_served_again_then_reissued_with_a_higher_number(
         self, client: httpx.AsyncClient, clock: FrozenClock
     ) -> None:
         await acme_agent(client)
         ca = await generate_ca(client, "acme")
-        before = (await load_crl(client, ca)).extensions.get_extension_for_class(x509.CRLNumber)
-        clock.advance(60)
-        after = (await load_crl(client, ca)).extensions.get_extension_for_class(x509.CRLNumber)
-        assert after.value.crl_number > before.value.crl_number
+        first = await crl_bytes(client, ca)
+        clock.advance(299)  # within the 5 minutes any cache may keep it (Cache-Control)
+        assert await crl_bytes(client, ca) == first
+        clock.advance(2)
+        reissued = x509.load_der_x509_crl(await crl_bytes(client, ca))
+        assert crl_number(reissued) > crl_number(x509.load_der_x509_crl(first))
+        assert reissued.last_update_utc == clock.now().replace(microsecond=0)
+
+    async def test_a_revocation_is_in_the_next_crl_at_once(
+        self, client: httpx.AsyncClient, clock: FrozenClock
+    ) -> None:
+        agent = await acme_agent(client)
+        ca = await generate_ca(client, "acme")
+        first, _, _ = await issue_certificate(client, "acme", agent["id"])
+        second, _, _ = await issue_certificate(client, "acme", agent["id"])
+        await revoked(client, certificate_id=first["id"], reason="keyCompromise")
+        before = await load_crl(client, ca)
+        clock.advance(1)
+        await revoked(client, certificate_id=second["id"], reason="keyCompromise")
+        after = await load_crl(client, ca)
+        assert (len(before), len(after)) == (1, 2)
+        assert reason_in(after, second["serial"]) is x509.ReasonFlags.key_compromise
+        assert crl_number(after) > crl_number(before)
 
     async def test_an_uploaded_ca_with_its_key_lists_serials_never_seen(
         self, client: httpx.AsyncClient, clock: FrozenClock
@@ -392,3 +411,13 @@ class TestDecommissionRevokes:
         crl = await load_crl(client, ca)
         assert reason_in(crl, active["serial"]) is x509.ReasonFlags.cessation_of_operation
         assert reason_in(crl, compromised["serial"]) is x509.ReasonFlags.key_compromise
+
+
+async def crl_bytes(client: httpx.AsyncClient, ca: dict[str, Any]) -> bytes:
+    response = await client.get(f"/pki/cas/{ca['id']}/crl")
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int:
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number

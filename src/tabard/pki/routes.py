@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -232,11 +232,12 @@ async def org_bundle(org_id: str, runtime: RuntimeDep) -> Response:
 
 
 @public_router.get("/cas/{ca_id}/crl")
-async def crl(ca_id: str, runtime: RuntimeDep) -> Response:
+async def crl(ca_id: str, request: Request, runtime: RuntimeDep) -> Response:
     """The CA's CRL (DER, RFC 5280 §5), signed, valid for an hour."""
     async with runtime.database.read_only() as session:
         ca = await authorities.find_ca(session, ca_id)
         if ca is None:
             raise CaNotFound(f"no CA {ca_id!r}")
-        der = await revocations.crl_of(session, runtime.keystore, ca, runtime.clock.now())
+        crls: revocations.CrlCache = request.app.state.crls
+        der = await crls.crl(session, runtime.keystore, ca, runtime.clock.now())
     return Response(der, media_type="application/pkix-crl", headers=_PUBLIC_CACHE)
