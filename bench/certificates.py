@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import secrets
 import tempfile
@@ -34,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from run import REPO_ROOT, LoadPlan, log, machine, row, terminate_on_sigterm
+from run import REPO_ROOT, LoadPlan, log, machine, publish, row, terminate_on_sigterm
 from tokens import (
     DEFAULT_POSTGRES_URL,
     DEFAULT_REDIS_URL,
@@ -238,11 +237,7 @@ def main() -> None:
     }
     for line in summary(rows):
         log(line)
-    text = json.dumps(document, indent=2)
-    print(text)
-    output = args.output or RESULTS_DIR / f"certificates-{backend.name}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text + "\n")
+    publish(document, args.output or RESULTS_DIR / f"certificates-{backend.name}.json")
 
 
 if __name__ == "__main__":

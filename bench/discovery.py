@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import random
 import secrets
@@ -43,6 +42,7 @@ from run import (
     log,
     machine,
     measure,
+    publish,
     row,
     tabard_server,
     terminate_on_sigterm,
@@ -680,10 +680,7 @@ def main() -> None:
     terminate_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="tabard-discovery-") as scratch:
         document = bench(args, Path(scratch))
-    text_out = json.dumps(document, indent=2)
-    print(text_out)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text_out + "\n")
+    publish(document, args.output)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from run import (
     log,
     machine,
     percentile,
+    publish,
     split_connections,
     terminate_on_sigterm,
     wall_s,
@@ -739,11 +740,7 @@ def main() -> None:
     }
     for line in summary(rows):
         log(line)
-    text = json.dumps(document, indent=2)
-    print(text)
-    output = args.output or RESULTS_DIR / f"events-{'-'.join(args.backends)}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text + "\n")
+    publish(document, args.output or RESULTS_DIR / f"events-{'-'.join(args.backends)}.json")
 
 
 if __name__ == "__main__":

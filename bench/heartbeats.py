@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import os
 import re
 import secrets
@@ -27,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from run import REPO_ROOT, LoadPlan, log, machine, row, terminate_on_sigterm
+from run import REPO_ROOT, LoadPlan, log, machine, publish, row, terminate_on_sigterm
 from tokens import (
     DEFAULT_POSTGRES_URL,
     DEFAULT_REDIS_URL,
@@ -201,11 +200,7 @@ def main() -> None:
     }
     for line in summary(rows):
         log(line)
-    text = json.dumps(document, indent=2)
-    print(text)
-    output = args.output or RESULTS_DIR / f"heartbeats-{backend.name}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text + "\n")
+    publish(document, args.output or RESULTS_DIR / f"heartbeats-{backend.name}.json")
 
 
 if __name__ == "__main__":

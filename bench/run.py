@@ -294,6 +294,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def publish(document: dict[str, Any], output: Path) -> None:
+    """A run's JSON document: on stdout, and written to `output`."""
+    text = json.dumps(document, indent=2)
+    print(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text + "\n")
+
+
 def log(message: str) -> None:
     """Progress goes to stderr, so stdout stays one JSON document."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
@@ -320,10 +328,7 @@ def main() -> None:
         "load": {"clients": plan.clients, "connections": plan.connections, "kind": "raw asyncio"},
         "results": results,
     }
-    text = json.dumps(document, indent=2)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
+    publish(document, args.output)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from run import (
     log,
     machine,
     percentile,
+    publish,
     row,
     split_connections,
     tabard_server,
@@ -589,11 +590,7 @@ def main() -> None:
     }
     for line in summary(rows):
         log(line)
-    text = json.dumps(document, indent=2)
-    print(text)
-    output = args.output or RESULTS_DIR / f"tokens-{backend.name}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text + "\n")
+    publish(document, args.output or RESULTS_DIR / f"tokens-{backend.name}.json")
 
 
 if __name__ == "__main__":

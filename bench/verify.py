@@ -37,7 +37,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from joserfc.jwk import KeySet as JoseKeySet
 
-from run import log, machine, terminate_on_sigterm
+from run import log, machine, publish, terminate_on_sigterm
 from tabard.sdk import KeySet, TokenVerifier, verify_jwt
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "verify.json"
@@ -257,10 +257,7 @@ def main() -> None:
     results["token_verifier_cached"] = token_verifier_rate(corpus, args.duration, args.rounds)
     document = summary(results, args, len(corpus.tokens[0]))
     document["loadavg_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
-    text = json.dumps(document, indent=2)
-    print(text)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text + "\n")
+    publish(document, args.output)
 
 
 def summary(
