@@ -46,7 +46,6 @@ from tabard.operations.routes import router as operations_router
 from tabard.pki import jobs as pki_jobs
 from tabard.pki import revocations as pki_revocations
 from tabard.pki import service as pki_service
-from tabard.pki.revocations import CrlCache
 from tabard.pki.routes import public_router as pki_public_router
 from tabard.pki.routes import router as pki_router
 from tabard.registry import service as registry_service
@@ -125,7 +124,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.operations = operations_service.Operations.build(
         runtime.database, runtime.clock, settings, runtime.bus
     )
-    app.state.crls = CrlCache()
+    app.state.crls = pki_revocations.CrlCache()
     app.state.events = events_service.Events(
         runtime.database, runtime.bus, runtime.keystore, settings, runtime.clock
     )

@@ -9,7 +9,6 @@ Each CA publishes a signed DER CRL (RFC 5280 §5) valid for an hour, and the org
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from cryptography import x509
 from sqlalchemy import func, select
@@ -34,6 +33,8 @@ CRL_VALIDITY = timedelta(hours=1)
 # as the endpoint's Cache-Control lets any cache keep it.
 CRL_REUSE = timedelta(minutes=5)
 _MAX_CACHED_CRLS = 10_000
+# What a cached CRL was built from: the CA's status, and its revocations' count and newest id.
+_CrlVersion = tuple[str, int, str | None]
 
 
 async def revoke(
@@ -181,12 +182,13 @@ class CrlCache:
 
     def __init__(self, reuse: timedelta = CRL_REUSE) -> None:
         self._reuse = reuse
-        self._built: dict[str, tuple[tuple[Any, ...], datetime, bytes]] = {}
+        self._built: dict[str, tuple[_CrlVersion, datetime, bytes]] = {}
 
     async def crl(
         self, session: AsyncSession, keystore: KeyStore, ca: CertificateAuthority, now: datetime
     ) -> bytes:
-        version = (ca.status, *await _revocations_version(session, ca.id))
+        count, newest = await _revocations_version(session, ca.id)
+        version = (ca.status, count, newest)
         cached = self._built.get(ca.id)
         if cached is not None and cached[0] == version and now - cached[1] < self._reuse:
             return cached[2]
