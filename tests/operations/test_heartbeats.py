@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tabard.api.app import create_app
 from tabard.core.clock import FrozenClock
+from tabard.core.config import Settings
 from tabard.core.runtime import Runtime
 from tests.conftest import ADMIN, bearer, create_org_key
 from tests.operations.heartbeat_support import (
@@ -63,6 +65,20 @@ class TestHeartbeatAccessLog:
             ("/v1/agent/heartbeat" in line, "status=401" in line or '"status": 401' in line)
             for line in lines
         ] == [(True, True), (False, False)]
+
+    async def test_an_embedding_app_without_our_logging_setup_serves_beats_cleanly(
+        self, settings: Settings, runtime: Runtime
+    ) -> None:
+        """`create_app` used as a library (no `configure_logging`): the quiet access line must
+        not raise after the response, which the client would never see but the server logs."""
+        app = create_app(settings, runtime=runtime)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tabard.test") as http:
+            agent = await enrolled_agent(http)
+            response = await http.post(
+                HEARTBEAT_URL, json={"instance_id": "i-1"}, headers=agent.headers
+            )
+        assert response.status_code == 200, response.text
 
 
 class TestHeartbeatCredentials:

@@ -24,6 +24,8 @@ SECURITY_HEADERS = {
     "cache-control": "no-store",
 }
 log = get_logger("tabard.access")
+# Asked directly whether debug is on: structlog's proxy only knows once logging is configured.
+_access_level = logging.getLogger("tabard.access")
 
 
 class RequestContextMiddleware:
@@ -93,7 +95,7 @@ class RequestContextMiddleware:
         level = logging.INFO
         if status < 400 and (method, route) in self.quiet_routes:
             level = logging.DEBUG
-            if not log.isEnabledFor(level):
+            if not _access_level.isEnabledFor(level):
                 return  # skip building a line nobody will see, on the hottest path
         actor = scope.get("state", {}).get("actor")
         log.log(
