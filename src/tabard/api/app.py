@@ -32,6 +32,7 @@ from tabard.core.keystore import KeyStore
 from tabard.core.kv import KeyValueStore, create_kv
 from tabard.core.logging import configure_logging
 from tabard.core.runtime import Runtime
+from tabard.core.singleflight import SingleFlight
 from tabard.core.tracing import configure_tracing
 from tabard.credentials import service as credentials_service
 from tabard.credentials.jobs import EXPIRY_GAUGE_JOB, update_expiring_gauge_once
@@ -119,6 +120,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = runtime
     app.state.admin_authenticator = AdminAuthenticator(runtime.secret_key, runtime.clock)
     app.state.org_tiers = {}
+    app.state.org_tier_reads = SingleFlight()
     app.state.token_service = TokenService(runtime)
     app.state.resource_authenticator = ResourceAuthenticator(app.state.token_service)
     app.state.operations = operations_service.Operations.build(

@@ -8,6 +8,7 @@ from fastapi import Request
 from tabard.core.context import Actor, ActorKind
 from tabard.core.errors import Unauthenticated
 from tabard.core.runtime import Runtime, get_runtime
+from tabard.core.singleflight import SingleFlight
 from tabard.limits import service as limits
 from tabard.limits.schemas import QuotaKind
 from tabard.tenancy import service as tenancy
@@ -88,6 +89,13 @@ async def _org_tier(request: Request, runtime: Runtime, org_id: str) -> str:
     cached = cache.get(org_id)
     if cached is not None and cached[0] > now:
         return cached[1]
+    reads: SingleFlight[str, str] = request.app.state.org_tier_reads
+    return await reads.run(org_id, lambda: _read_tier(runtime, cache, org_id, now))
+
+
+async def _read_tier(
+    runtime: Runtime, cache: dict[str, tuple[float, str]], org_id: str, now: float
+) -> str:
     async with runtime.database.read_only() as session:
         tier = (await tenancy.get_org(session, org_id)).tier
     if len(cache) > _TIER_CACHE_SIZE:

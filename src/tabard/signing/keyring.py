@@ -27,6 +27,7 @@ from tabard.core.clock import Clock
 from tabard.core.db import Database
 from tabard.core.jose import jwk_thumbprint
 from tabard.core.keystore import KeyStore
+from tabard.core.singleflight import SingleFlight
 from tabard.signing.algorithms import (
     SigningAlgorithm,
     SigningMaterial,
@@ -152,6 +153,9 @@ class SigningKeys:
         self._key_exists = False
         # Bumped by `invalidate`: a read that started before it must not install stale keys.
         self._generation = 0
+        # When a cached snapshot lapses under load, one read refreshes it for every caller.
+        self._active_reads: SingleFlight[str, SigningMaterial] = SingleFlight()
+        self._published_reads: SingleFlight[str, PublishedKeys] = SingleFlight()
 
     async def active(self, database: Database, algorithm: str | None = None) -> SigningMaterial:
         """The active key, opened; creates the first key (`algorithm`, default ES256) if none."""
@@ -159,6 +163,13 @@ class SigningKeys:
         cached = self._active
         if cached is not None and self._fresh(cached.read_at, now):
             return cached.material
+        return await self._active_reads.run(
+            algorithm or "", lambda: self._read_active(database, algorithm, cached, now)
+        )
+
+    async def _read_active(
+        self, database: Database, algorithm: str | None, cached: _Active | None, now: float
+    ) -> SigningMaterial:
         generation = self._generation
         async with database.read_only() as session:
             row = await active_row(session)
@@ -203,6 +214,9 @@ class SigningKeys:
             just_read = 0 <= now - cached.read_at < UNKNOWN_KID_REFRESH_SECONDS
             if kid is None or kid in cached.by_kid or just_read:
                 return cached
+        return await self._published_reads.run("published", lambda: self._read_from(database, now))
+
+    async def _read_from(self, database: Database, now: float) -> PublishedKeys:
         async with database.read_only() as session:
             return await self._read_published(session, now)
 

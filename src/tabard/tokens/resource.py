@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 
 from tabard.core.config import Settings
+from tabard.core.singleflight import SingleFlight
 from tabard.sdk.jwt import TokenInvalid
 from tabard.tokens import org_settings
 from tabard.tokens.dpop import DpopError, UseDpopNonce
@@ -42,6 +43,7 @@ class ResourceAuthenticator:
     def __init__(self, service: TokenService) -> None:
         self._service = service
         self._policies: dict[str, tuple[float, org_settings.TokenPolicy]] = {}
+        self._policy_reads: SingleFlight[str, org_settings.TokenPolicy] = SingleFlight()
 
     async def authenticate(self, presented: PresentedToken) -> VerifiedToken:
         scheme = presented.scheme
@@ -102,6 +104,9 @@ class ResourceAuthenticator:
         cached = self._policies.get(org_id)
         if cached is not None and cached[0] > now:
             return cached[1]
+        return await self._policy_reads.run(org_id, lambda: self._read_policy(org_id, now))
+
+    async def _read_policy(self, org_id: str, now: float) -> org_settings.TokenPolicy:
         runtime = self._service.runtime
         async with runtime.database.read_only() as session:
             policy = await org_settings.policy_for(session, runtime.settings, org_id)

@@ -30,6 +30,7 @@ from tabard.core.context import Context
 from tabard.core.db import Database
 from tabard.core.kv import KeyValueStore
 from tabard.core.metrics import TOKENS_REVOKED
+from tabard.core.singleflight import SingleFlight
 from tabard.pki.service import CaRef, CertificateRef, ca_of_certificate_key
 from tabard.tokens.models import TokenRevocation
 
@@ -207,6 +208,7 @@ class RevocationList:
         self._kv = kv
         self._clock = clock
         self._sync_seconds = sync_seconds
+        self._syncs: SingleFlight[str, None] = SingleFlight()
 
     async def revoked_by(self, claims: Mapping[str, Any], kid: str) -> str | None:
         """The kind of revocation that kills this token, or None when it is live."""
@@ -223,7 +225,7 @@ class RevocationList:
         read in one round trip once the list is in sync with the database."""
         values = await self._kv.get_many([_FRESH, *keys])
         if values[0] is None:
-            await self.sync()
+            await self._syncs.run(_FRESH, self.sync)  # one catch-up for every waiting request
             return await self._kv.get_many(keys)
         return values[1:]
 
