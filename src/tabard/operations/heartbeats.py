@@ -13,7 +13,6 @@ unflushed beats are at most one flush interval late, far below the offline thres
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.audit import service as audit
+from tabard.core.bulk import BulkInsert
 from tabard.core.clock import Clock
 from tabard.core.context import Actor, ActorKind, Context
 from tabard.core.db import Database
@@ -46,6 +46,7 @@ log = get_logger(__name__)
 AUDIT_EVERY = timedelta(minutes=5)
 CLOCK_SKEW_TOLERANCE_SECONDS = 30.0
 _MAX_AUDIT_MEMORY = 500_000
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once, not per beat as json.dumps would
 
 
 @dataclass(slots=True)
@@ -71,7 +72,7 @@ def clock_skew(now: datetime, agent_clock: datetime | None) -> float:
 
 
 def check_status_size(heartbeat: Heartbeat) -> None:
-    size = len(json.dumps(heartbeat.status, separators=(",", ":")).encode())
+    size = len(_COMPACT.encode(heartbeat.status).encode())
     if size > MAX_STATUS_BYTES:
         raise InvalidField("body.status", f"{size} bytes; at most {MAX_STATUS_BYTES}")
 
@@ -199,11 +200,10 @@ async def _write(session: AsyncSession, beats: Sequence[Beat], clock: Clock) -> 
 
 
 async def _upsert(session: AsyncSession, beats: Sequence[Beat]) -> None:
-    # One statement, compiled once per dialect and run with executemany: building a fresh
-    # multi-row VALUES of a thousand rows cost more to compile than the database took to run it.
-    statement = _upsert_statement(session.get_bind().dialect.name)
-    await session.execute(
-        statement,
+    # One statement for the whole batch (see core.bulk): a multi-row VALUES built afresh for a
+    # thousand rows cost more to compile than the database took to run it.
+    await _INSTANCE_ROWS.run(
+        session,
         [
             {
                 "agent_id": beat.agent_id,
@@ -223,12 +223,10 @@ async def _upsert(session: AsyncSession, beats: Sequence[Beat]) -> None:
     )
 
 
-@functools.cache
-def _upsert_statement(dialect: str) -> Insert:
-    """INSERT … ON CONFLICT DO UPDATE on the table (not the ORM entity: no bulk-ORM layer)."""
-    table = cast(Table, AgentInstance.__table__)  # a mapped class's table is a Table
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table)
+def _newest_wins(statement: sqlite.Insert | postgresql.Insert) -> Insert:
+    """… ON CONFLICT DO UPDATE: a beat seen again adds its count and, if newer, its fields."""
+    table = _INSTANCES
+    dialect = "sqlite" if isinstance(statement, sqlite.Insert) else "postgresql"
     excluded = statement.excluded
     # Beats from two replicas may flush out of order: the newest wins, for every field it
     # carries (SET reads the row as it was, so this holds beside the new last_seen_at).
@@ -246,6 +244,26 @@ def _upsert_statement(dialect: str) -> Insert:
             "heartbeats": table.c.heartbeats + excluded.heartbeats,
         },
     )
+
+
+_INSTANCES = cast(Table, AgentInstance.__table__)  # a mapped class's table is a Table
+_INSTANCE_ROWS = BulkInsert(
+    _INSTANCES,
+    (
+        "agent_id",
+        "instance_id",
+        "org_id",
+        "hostname",
+        "version",
+        "sdk_version",
+        "status_data",
+        "clock_skew_seconds",
+        "first_seen_at",
+        "last_seen_at",
+        "heartbeats",
+    ),
+    _newest_wins,
+)
 
 
 def _audit_entry(beat: Beat, clock: Clock) -> audit.AuditEntry:
