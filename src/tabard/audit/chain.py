@@ -60,6 +60,12 @@ _MAX_SAFE_INTEGER = 2**53 - 1
 _PLAIN_KEY_LIMIT = "\ud7ff"
 
 
+# One encoder, built once: `json.dumps` with options builds a new one per call.
+_JCS_SHAPED = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+
+
 class _NotPlain(Exception):
     """A value whose RFC 8785 form the standard json module would not produce."""
 
@@ -76,10 +82,7 @@ def canonical_json(value: Any) -> bytes:
         plain = _plain(value)
     except _NotPlain:
         return rfc8785.dumps(value)
-    text = json.dumps(
-        plain, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-    )
-    return text.encode()
+    return _JCS_SHAPED.encode(plain).encode()
 
 
 def _plain(value: Any) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -210,13 +211,11 @@ class RevocationList:
         self._sync_seconds = sync_seconds
         self._syncs: SingleFlight[str, None] = SingleFlight()
 
-    async def revoked_by(self, claims: Mapping[str, Any], kid: str) -> str | None:
+    async def revoked_by(self, subjects: TokenSubjects) -> str | None:
         """The kind of revocation that kills this token, or None when it is live."""
-        candidates = list(_candidates(claims, kid))
-        values = await self.entries([_key(kind, value) for kind, value in candidates])
-        issued_at = float(claims.get("iat", 0))
-        for (kind, _), value in zip(candidates, values, strict=True):
-            if value is not None and (kind not in _BY_TIME or issued_at < float(value)):
+        values = await self.entries(subjects.keys)
+        for kind, value in zip(subjects.kinds, values, strict=True):
+            if value is not None and (kind not in _BY_TIME or subjects.issued_at < float(value)):
                 return kind.value
         return None
 
@@ -245,6 +244,25 @@ class RevocationList:
             await self._kv.set(_key(kind, row.value), _cutoff(row.revoked_before, kind), ttl)
         await self._kv.set(_SYNCED_AT, str(now.timestamp()).encode())
         await self._kv.set(_FRESH, b"1", ttl_seconds=self._sync_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSubjects:
+    """Everything whose revocation kills one token, as kv keys: computed once per token and
+    remembered with it (a fleet presents the same token for minutes)."""
+
+    kinds: tuple[RevocationKind, ...]
+    keys: tuple[str, ...]
+    issued_at: float
+
+
+def subjects_of(claims: Mapping[str, Any], kid: str) -> TokenSubjects:
+    candidates = list(_candidates(claims, kid))
+    return TokenSubjects(
+        kinds=tuple(kind for kind, _ in candidates),
+        keys=tuple(_key(kind, value) for kind, value in candidates),
+        issued_at=float(claims.get("iat", 0)),
+    )
 
 
 def _candidates(claims: Mapping[str, Any], kid: str) -> Iterable[tuple[RevocationKind, str]]:

@@ -19,7 +19,7 @@ from tabard.sdk.jwt import KeySet, TokenInvalid, UnknownKeyId, verify_jwt
 from tabard.signing import service as signing
 from tabard.signing.service import PublishedKeys
 from tabard.tokens.access_tokens import ACCESS_TOKEN_TYPE
-from tabard.tokens.revocation import RevocationList
+from tabard.tokens.revocation import RevocationList, TokenSubjects, subjects_of
 
 LEEWAY_SECONDS = 30.0
 _REMEMBERED_TOKENS = 20_000
@@ -30,6 +30,15 @@ class BindingWithdrawn(TokenInvalid):
 
     def __init__(self) -> None:
         super().__init__("revoked", "the agent's binding has been revoked")  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    """A token whose signature and claims verified, with what may revoke it."""
+
+    claims: dict[str, Any]
+    kid: str
+    subjects: TokenSubjects
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +66,7 @@ class AccessTokenVerifier:
         self._revocations = revocations
         # The signing domain caches the published keys; parsing them is cached per snapshot.
         self._parsed: tuple[PublishedKeys, KeySet] | None = None
-        self._verified: dict[tuple[str, str | None], tuple[dict[str, Any], str]] = {}
+        self._verified: dict[tuple[str, str | None], _Remembered] = {}
 
     async def verify(self, token: str, *, audience: str | None = None) -> VerifiedToken:
         """Signature, `typ`, `iss`, `aud` (when given), times, then the revocation list.
@@ -69,10 +78,10 @@ class AccessTokenVerifier:
         if remembered is None:
             claims = await self._verified_claims(token, audience)
             kid = _kid(token)
-            self._remember(token, audience, claims, kid)
-        else:
-            claims, kid = remembered
-        revoked_by = await self._revocations.revoked_by(claims, kid)
+            remembered = _Remembered(claims, kid, subjects_of(claims, kid))
+            self._remember(token, audience, remembered)
+        claims, kid = remembered.claims, remembered.kid
+        revoked_by = await self._revocations.revoked_by(remembered.subjects)
         if revoked_by == "kid":
             # An emergency key revocation: to clients this is a signature that no longer counts.
             raise TokenInvalid("bad_signature", "token signature is invalid")
@@ -93,20 +102,19 @@ class AccessTokenVerifier:
                 # Not (or no longer) one of our keys: an emergency-revoked key looks like this.
                 raise TokenInvalid("bad_signature", "token signature is invalid") from None
 
-    def _remembered(self, token: str, audience: str | None) -> tuple[dict[str, Any], str] | None:
+    def _remembered(self, token: str, audience: str | None) -> _Remembered | None:
         entry = self._verified.get((token, audience))
         if entry is None:
             return None
-        claims, kid = entry
-        if float(claims["exp"]) <= self._clock.timestamp() - LEEWAY_SECONDS:
+        if float(entry.claims["exp"]) <= self._clock.timestamp() - LEEWAY_SECONDS:
             del self._verified[(token, audience)]
             return None
-        return claims, kid
+        return entry
 
-    def _remember(self, token: str, audience: str | None, claims: dict[str, Any], kid: str) -> None:
+    def _remember(self, token: str, audience: str | None, entry: _Remembered) -> None:
         if len(self._verified) >= _REMEMBERED_TOKENS:
             self._verified.clear()  # bounded; the next uses verify once more
-        self._verified[(token, audience)] = (claims, kid)
+        self._verified[(token, audience)] = entry
 
     def _verify_with(self, token: str, keys: KeySet, audience: str | None) -> dict[str, Any]:
         return verify_jwt(
