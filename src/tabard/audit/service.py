@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tabard.audit.chain import (
     GENESIS_HASH,
+    HASHED_FIELDS,
     ChainVerifier,
     VerifyResult,
     chain_for,
@@ -36,22 +37,7 @@ from tabard.core.pagination import DEFAULT_LIMIT, decode_cursor, page_of
 _EXPORT_BATCH = 500
 _EVENT_ROWS = BulkInsert(
     cast(Table, AuditEvent.__table__),  # a mapped class's table is a Table
-    (
-        "id",
-        "chain_id",
-        "chain_seq",
-        "occurred_at",
-        "org_id",
-        "actor_kind",
-        "actor_id",
-        "action",
-        "outcome",
-        "target",
-        "request_id",
-        "details",
-        "prev_hash",
-        "hash",
-    ),
+    (*HASHED_FIELDS, "prev_hash", "hash"),
 )
 
 
