@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import math
 import os
 import re
 import secrets
@@ -59,7 +60,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes")
     parser.add_argument("--connections", type=int, default=64, help="connections = agents")
-    parser.add_argument("--instances", type=int, default=100_000, help="distinct instances")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=100_000,
+        help="distinct instances (rounded up to a multiple of --connections)",
+    )
     parser.add_argument("--servers", default="uvicorn:1,uvicorn:2", help="server:workers, ...")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument(
@@ -70,6 +76,10 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.backend == "postgres" and "bench" not in args.database_url.rsplit("/", 1)[-1]:
         parser.error("the PostgreSQL database is wiped: its name must contain 'bench'")
+    # Connection i beats instances i, i + C, i + 2C, … as agent i mod C. Unless C divides the
+    # instance count, each wrap-around hands an instance to another agent: a new (agent,
+    # instance) pair, audited as a first beat, and twice the fleet after two passes.
+    args.instances = math.ceil(args.instances / args.connections) * args.connections
     return args
 
 
