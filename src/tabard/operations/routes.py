@@ -152,9 +152,10 @@ async def get_agent_status(
     """Presence computed now from heartbeats (online within the offline threshold)."""
     policy.require_operator(ctx.actor, org_id)
     ops = operations(request)
+    pending = ops.heartbeats.pending_for(agent_id)  # before the read begins: see agent_status
     async with runtime.database.read_only() as session:
         return await agent_status.agent_status(
-            session, ops.heartbeats, org_id, agent_id, runtime.clock.now(), ops.offline_threshold
+            session, pending, org_id, agent_id, runtime.clock.now(), ops.offline_threshold
         )
 
 
@@ -182,11 +183,12 @@ async def create_commands(
     policy.require_operator(ctx.actor, org_id)
     ops = operations(request)
     now = runtime.clock.now()
+    pending = ops.heartbeats.pending_for(agent_id)  # before the transaction reads
     async with runtime.database.unit_of_work() as session:
         online = None
         if body.all_instances:
             online = await agent_status.online_instance_ids(
-                session, ops.heartbeats, org_id, agent_id, now, ops.offline_threshold
+                session, pending, org_id, agent_id, now, ops.offline_threshold
             )
         created, new = await commands.create_commands(session, ctx, org_id, agent_id, body, online)
     if new:

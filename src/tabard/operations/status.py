@@ -8,6 +8,7 @@ transitions, `agent.online` and `agent.offline`, as audit and outbox events for 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tabard.audit import service as audit
 from tabard.core import outbox
 from tabard.core.context import Context
-from tabard.operations.heartbeats import CLOCK_SKEW_TOLERANCE_SECONDS, Beat, HeartbeatBuffer
+from tabard.operations.heartbeats import CLOCK_SKEW_TOLERANCE_SECONDS, Beat
 from tabard.operations.models import AgentInstance, AgentPresence
 from tabard.operations.schemas import AgentStatusOut, InstanceOut, Presence
 from tabard.registry import service as registry
@@ -30,14 +31,17 @@ def presence_at(last_seen: datetime | None, now: datetime, threshold: float) -> 
 
 async def agent_status(
     session: AsyncSession,
-    buffer: HeartbeatBuffer,
+    pending: Sequence[Beat],
     org_id: str,
     agent_id: str,
     now: datetime,
     threshold: float,
 ) -> AgentStatusOut:
+    """`pending` is `HeartbeatBuffer.pending_for(agent_id)`, taken before `session` first
+    reads: a flush that commits after the read began and clears the buffer before the merge
+    would otherwise hide its beats from both (an instance missing from an online agent)."""
     agent = await registry.get_agent(session, org_id, agent_id)
-    instances = await instances_of(session, buffer, org_id, agent_id, now, threshold)
+    instances = await instances_of(session, pending, org_id, agent_id, now, threshold)
     last_seen = max((item.last_seen_at for item in instances), default=None)
     return AgentStatusOut(
         agent_id=agent.id,
@@ -51,7 +55,7 @@ async def agent_status(
 
 async def instances_of(
     session: AsyncSession,
-    buffer: HeartbeatBuffer,
+    pending: Sequence[Beat],
     org_id: str,
     agent_id: str,
     now: datetime,
@@ -64,7 +68,7 @@ async def instances_of(
     merged = {
         row.instance_id: _from_row(row) for row in (await session.execute(statement)).scalars()
     }
-    for beat in buffer.pending_for(agent_id):
+    for beat in pending:
         stored = merged.get(beat.instance_id)
         if stored is None or beat.seen_at >= stored.last_seen_at:
             merged[beat.instance_id] = _from_beat(beat, stored.first_seen_at if stored else None)
@@ -105,13 +109,13 @@ def _from_beat(beat: Beat, first_seen: datetime | None) -> InstanceOut:
 
 async def online_instance_ids(
     session: AsyncSession,
-    buffer: HeartbeatBuffer,
+    pending: Sequence[Beat],
     org_id: str,
     agent_id: str,
     now: datetime,
     threshold: float,
 ) -> list[str]:
-    instances = await instances_of(session, buffer, org_id, agent_id, now, threshold)
+    instances = await instances_of(session, pending, org_id, agent_id, now, threshold)
     return [item.instance_id for item in instances if item.presence is Presence.ONLINE]
 
 
