@@ -66,6 +66,13 @@ def parse_args() -> argparse.Namespace:
         default=100_000,
         help="distinct instances (rounded up to a multiple of --connections)",
     )
+    parser.add_argument(
+        "--fresh-share",
+        type=float,
+        default=0.0,
+        help="share of beats from instances beating for the first time (audited); 0.1 is the "
+        "steady state of a 30 s interval with one audited beat per instance per 5 minutes",
+    )
     parser.add_argument("--servers", default="uvicorn:1,uvicorn:2", help="server:workers, ...")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument(
@@ -74,6 +81,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="flushed before each server")
     parser.add_argument("--output", type=Path, help="JSON file (default results/heartbeats-*)")
     args = parser.parse_args()
+    if not 0 <= args.fresh_share <= 1:
+        parser.error("--fresh-share is a share: between 0 and 1")
     if args.backend == "postgres" and "bench" not in args.database_url.rsplit("/", 1)[-1]:
         parser.error("the PostgreSQL database is wiped: its name must contain 'bench'")
     # Connection i beats instances i, i + C, i + 2C, … as agent i mod C. Unless C divides the
@@ -169,7 +178,11 @@ def bench_server(
             "/v1/agent/heartbeat",
             {"Content-Type": "application/json"},
             connection_headers=headers,
-            numbered_body={"template": BODY, "count": args.instances},
+            numbered_body={
+                "template": BODY,
+                "count": args.instances,
+                "fresh_every": round(1 / args.fresh_share) if args.fresh_share else 0,
+            },
         )
         log(f"{kind.label}: tabard heartbeats over {args.instances} instances")
         figures = measure(server, spec, plan)
@@ -204,6 +217,7 @@ def main() -> None:
         "duration_s": plan.duration_s,
         "load": {"clients": plan.clients, "connections": plan.connections},
         "instances": args.instances,
+        "fresh_share": args.fresh_share,
         "target_per_s": TARGET_PER_S,
         "backend": backend.name,
         "results": rows,

@@ -52,15 +52,24 @@ class StaticRequest:
 class NumberedRequests:
     """The same request with a body that names a different instance each time: `{n}` in the
     template becomes n = start, start + step, … (mod `count`), so C connections together cycle
-    through `count` distinct instances (a fleet's heartbeats)."""
+    through `count` distinct instances (a fleet's heartbeats). With `fresh_every` k > 0, every
+    k-th request names an instance never named before (n = count + start, count + start + step,
+    …): a first beat, as the audited share of a fleet's steady state is."""
 
-    def __init__(self, head: str, template: str, start: int, step: int, count: int) -> None:
+    def __init__(
+        self, head: str, template: str, start: int, step: int, count: int, fresh_every: int = 0
+    ) -> None:
         self._head, self._template = head, template
         self._n, self._step, self._count = start % count, step, count
+        self._fresh_n, self._fresh_every, self._sent = count + start % step, fresh_every, 0
 
     def next(self) -> bytes:
-        body = self._template.replace("{n}", str(self._n))
-        self._n = (self._n + self._step) % self._count
+        self._sent += 1
+        if self._fresh_every and self._sent % self._fresh_every == 0:
+            n, self._fresh_n = self._fresh_n, self._fresh_n + self._step
+        else:
+            n, self._n = self._n, (self._n + self._step) % self._count
+        body = self._template.replace("{n}", str(n))
         length = len(body.encode("latin-1"))
         return f"{self._head}\r\nContent-Length: {length}\r\n\r\n{body}".encode("latin-1")
 
@@ -304,7 +313,7 @@ def request_sources(raw: dict[str, Any]) -> list[RequestSource]:
     method, body = raw.get("method", "GET"), raw.get("body", "")
     per_connection: list[dict[str, str]] = raw.get("connection_headers") or [{}]
     dpop = raw.get("dpop")
-    numbered = raw.get("numbered_body")  # {"template", "count", "offset", "step"}
+    numbered = raw.get("numbered_body")  # {"template", "count", "offset", "step", "fresh_every"}
     sources: list[RequestSource] = []
     for i in range(int(raw["connections"])):
         headers = {**raw.get("headers", {}), **per_connection[i % len(per_connection)]}
@@ -313,7 +322,9 @@ def request_sources(raw: dict[str, Any]) -> list[RequestSource]:
             head = head.replace("GET ", f"{method} ", 1)
             start = int(numbered["offset"]) + i
             step, count = int(numbered["step"]), int(numbered["count"])
-            sources.append(NumberedRequests(head, numbered["template"], start, step, count))
+            fresh_every = int(numbered.get("fresh_every", 0))
+            template = numbered["template"]
+            sources.append(NumberedRequests(head, template, start, step, count, fresh_every))
             continue
         if dpop is None:
             sources.append(StaticRequest(build_request(host, port, path, headers, method, body)))

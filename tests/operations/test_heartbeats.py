@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tabard.api.app import create_app
+from tabard.core import metrics
 from tabard.core.clock import FrozenClock
 from tabard.core.config import Settings
 from tabard.core.runtime import Runtime
@@ -400,6 +401,25 @@ class TestHeartbeatAuditSampling:
         await operations_of(client).flush_heartbeats()
         events = await audit_events(client, "agent.heartbeat")
         assert sorted(event["details"]["instance_id"] for event in events) == ["i-1", "i-2"]
+
+    async def test_the_audited_counter_counts_the_sampled_beats(
+        self, client: httpx.AsyncClient, clock: FrozenClock
+    ) -> None:
+        def audited() -> float:
+            return metrics.REGISTRY.get_sample_value("tabard_heartbeats_audited_total") or 0.0
+
+        agent = await enrolled_agent(client)
+        before = audited()
+        for instance in ("i-1", "i-2", "i-1"):
+            await beat(client, agent, instance)
+        await operations_of(client).flush_heartbeats()
+        clock.advance(30)
+        await beat(client, agent, "i-1")  # within five minutes: not audited
+        await operations_of(client).flush_heartbeats()
+        assert audited() - before == 2
+        assert (
+            f"tabard_heartbeats_audited_total {before + 2}" in (await client.get("/metrics")).text
+        )
 
     async def test_later_beats_within_five_minutes_are_not_audited(
         self, client: httpx.AsyncClient, clock: FrozenClock

@@ -99,6 +99,11 @@ HEARTBEATS_RECEIVED = Counter(
     "Heartbeats accepted by this process (before they are coalesced).",
     registry=REGISTRY,
 )
+HEARTBEATS_AUDITED = Counter(
+    "tabard_heartbeats_audited_total",
+    "Heartbeats this process wrote an audit event for (the sampled share of those received).",
+    registry=REGISTRY,
+)
 HEARTBEAT_FLUSH = Histogram(
     "tabard_heartbeat_flush_seconds",
     "How long writing one batch of coalesced heartbeats took.",

@@ -36,6 +36,7 @@ from tabard.core.metrics import (
     HEARTBEAT_BUFFER,
     HEARTBEAT_FLUSH,
     HEARTBEAT_FLUSH_ROWS,
+    HEARTBEATS_AUDITED,
     HEARTBEATS_RECEIVED,
 )
 from tabard.operations.models import AgentInstance
@@ -169,7 +170,8 @@ async def flush(database: Database, buffer: HeartbeatBuffer, clock: Clock) -> in
     started = time.perf_counter()
     try:
         async with database.unit_of_work() as session:
-            await _write(session, beats, clock)
+            audited = await _write(session, beats, clock)
+        HEARTBEATS_AUDITED.inc(audited)
     except (IntegrityError, DataError):
         # A row the database refuses (an agent deleted since it beat, a value it cannot store)
         # must not hold the others back: write them one by one, dropping only that one.
@@ -187,16 +189,19 @@ async def _write_each(database: Database, beats: Sequence[Beat], clock: Clock) -
     for beat in beats:
         try:
             async with database.unit_of_work() as session:
-                await _write(session, [beat], clock)
+                audited = await _write(session, [beat], clock)
+            HEARTBEATS_AUDITED.inc(audited)
         except (IntegrityError, DataError) as exc:
             log.info("heartbeat dropped", agent_id=beat.agent_id, error=type(exc).__name__)
 
 
-async def _write(session: AsyncSession, beats: Sequence[Beat], clock: Clock) -> None:
+async def _write(session: AsyncSession, beats: Sequence[Beat], clock: Clock) -> int:
+    """Upsert the instances and record their sampled audit events; how many were audited."""
     await _upsert(session, beats)
     entries = [_audit_entry(beat, clock) for beat in beats if beat.audited]
     if entries:
         await audit.record_batch(session, entries)
+    return len(entries)
 
 
 async def _upsert(session: AsyncSession, beats: Sequence[Beat]) -> None:
