@@ -33,7 +33,7 @@ from tabard.core.kv import KeyValueStore, create_kv
 from tabard.core.logging import configure_logging
 from tabard.core.runtime import Runtime
 from tabard.core.singleflight import SingleFlight
-from tabard.core.tracing import configure_tracing
+from tabard.core.tracing import request_spans
 from tabard.credentials import service as credentials_service
 from tabard.credentials.jobs import EXPIRY_GAUGE_JOB, update_expiring_gauge_once
 from tabard.credentials.routes import router as credentials_router
@@ -175,7 +175,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         )
     app.add_middleware(
         RequestContextMiddleware,
-        tracer=configure_tracing(),
+        spans=request_spans(),
         quiet_routes=frozenset({("POST", HEARTBEAT_PATH)}),
     )
     return app

@@ -8,13 +8,16 @@ import re
 import time
 
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from prometheus_client import Counter, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tabard.core import metrics
 from tabard.core.logging import FIELD_REQUEST_ID, FIELD_SPAN_ID, FIELD_TRACE_ID, get_logger
+from tabard.core.tracing import RequestSpans
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 SECURITY_HEADERS = {
@@ -39,12 +42,13 @@ class RequestContextMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        tracer: trace.Tracer,
+        spans: RequestSpans,
         quiet_routes: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
         self.app = app
-        self.tracer = tracer
+        self.spans = spans
         self.quiet_routes = quiet_routes
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,30 +72,49 @@ class RequestContextMiddleware:
                     headers.setdefault(name, value)
             await send(message)
 
-        with self.tracer.start_as_current_span(
-            f"HTTP {scope['method']}", context=_incoming_trace(scope), kind=trace.SpanKind.SERVER
-        ) as span:
-            span_context = span.get_span_context()
-            structlog.contextvars.bind_contextvars(
-                **{
-                    FIELD_REQUEST_ID: request_id,
-                    FIELD_TRACE_ID: format(span_context.trace_id, "032x"),
-                    FIELD_SPAN_ID: format(span_context.span_id, "016x"),
-                }
+        span = self.spans.start(f"HTTP {scope['method']}", _incoming_trace(scope))
+        attached = otel_context.attach(trace.set_span_in_context(span))
+        span_context = span.get_span_context()
+        structlog.contextvars.bind_contextvars(
+            **{
+                FIELD_REQUEST_ID: request_id,
+                FIELD_TRACE_ID: format(span_context.trace_id, "032x"),
+                FIELD_SPAN_ID: format(span_context.span_id, "016x"),
+            }
+        )
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR)
+            raise
+        finally:
+            route = _route_template(scope)
+            span.update_name(f"{scope['method']} {route}")
+            span.set_attribute("http.response.status_code", status)
+            self._observe(scope, route, status, time.perf_counter() - started)
+            structlog.contextvars.clear_contextvars()
+            span.end()
+            otel_context.detach(attached)
+
+    def _series(self, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+        """The request's metric children, looked up once per label set: `labels()` takes a
+        lock and builds a key each call. Bounded, as the labels are (route templates)."""
+        key = (method, route, status)
+        series = self._children.get(key)
+        if series is None:
+            series = (
+                metrics.HTTP_REQUESTS.labels(method, route, str(status)),
+                metrics.HTTP_LATENCY.labels(method, route),
             )
-            try:
-                await self.app(scope, receive, send_with_headers)
-            finally:
-                route = _route_template(scope)
-                span.update_name(f"{scope['method']} {route}")
-                span.set_attribute("http.response.status_code", status)
-                self._observe(scope, route, status, time.perf_counter() - started)
-                structlog.contextvars.clear_contextvars()
+            self._children[key] = series
+        return series
 
     def _observe(self, scope: Scope, route: str, status: int, elapsed: float) -> None:
         method = scope["method"]
-        metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        metrics.HTTP_LATENCY.labels(method, route).observe(elapsed)
+        requests, latency = self._series(method, route, status)
+        requests.inc()
+        latency.observe(elapsed)
         level = logging.INFO
         if status < 400 and (method, route) in self.quiet_routes:
             level = logging.DEBUG

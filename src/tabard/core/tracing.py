@@ -9,8 +9,10 @@ out, which keeps their ids but costs next to nothing.
 from __future__ import annotations
 
 import os
+import random
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -19,13 +21,45 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased,
 from tabard import __version__
 
 _provider: TracerProvider | None = None
+_exporting = False
+
+
+class RequestSpans:
+    """Starts the one span of each request.
+
+    Sampled out (nothing exported), a span only carries ids, for the logs and any `traceparent`
+    sent on: it is built here as the SDK would build it (the caller's trace continued, a new
+    span id, not sampled), without the SDK's sampler and span bookkeeping, which cost a
+    heartbeat ~4 µs of its ~300.
+    """
+
+    def __init__(self, tracer: trace.Tracer, *, recording: bool) -> None:
+        self._tracer = tracer
+        self._recording = recording
+
+    def start(self, name: str, parent: Context | None) -> trace.Span:
+        if self._recording:
+            return self._tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER)
+        caller = trace.get_current_span(parent).get_span_context() if parent else None
+        if caller is not None and caller.is_valid:
+            trace_id, trace_state = caller.trace_id, caller.trace_state
+        else:
+            trace_id, trace_state = random.getrandbits(128) or 1, None
+        span_id = random.getrandbits(64) or 1  # ids, not secrets: the SDK draws them so too
+        return trace.NonRecordingSpan(
+            trace.SpanContext(trace_id, span_id, is_remote=False, trace_state=trace_state)
+        )
+
+
+def request_spans() -> RequestSpans:
+    return RequestSpans(configure_tracing(), recording=_exporting)
 
 
 def configure_tracing() -> trace.Tracer:
     """Install the tracer provider once per process and return Tabard's tracer."""
-    global _provider  # one provider per process, as OpenTelemetry expects
+    global _provider, _exporting  # one provider per process, as OpenTelemetry expects
     if _provider is None:
-        exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        exporting = _exporting = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
         resource = Resource.create({"service.name": "tabard", "service.version": __version__})
         sampler: Sampler = ParentBased(ALWAYS_ON) if exporting else ALWAYS_OFF
         _provider = TracerProvider(resource=resource, sampler=sampler)
