@@ -22,21 +22,25 @@ import re
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from joserfc.jwk import ECKey
 
 from run import REPO_ROOT, LoadPlan, log, machine, publish, row, terminate_on_sigterm
 from tokens import (
     DEFAULT_POSTGRES_URL,
     DEFAULT_REDIS_URL,
+    PUBLIC_URL,
     RESULTS_DIR,
     Backend,
     ServerKind,
     Spec,
     baseline,
     code_version,
+    dpop_proof,
     ensure_postgres_database,
     expect,
     measure,
@@ -48,6 +52,7 @@ from tokens import (
 )
 
 TARGET_PER_S = 3500
+HEARTBEAT_PATH = "/v1/agent/heartbeat"
 BODY = (
     '{"instance_id":"i-{n}","hostname":"host-{n}","version":"1.4.2","sdk_version":"0.1.0",'
     '"status":{"queue_depth":3,"healthy":true}}'
@@ -73,6 +78,11 @@ def parse_args() -> argparse.Namespace:
         help="share of beats from instances beating for the first time (audited); 0.1 is the "
         "steady state of a 30 s interval with one audited beat per instance per 5 minutes",
     )
+    parser.add_argument(
+        "--dpop",
+        action="store_true",
+        help="DPoP-bound tokens and a fresh proof per beat, as the SDK sends (default: Bearer)",
+    )
     parser.add_argument("--servers", default="uvicorn:1,uvicorn:2", help="server:workers, ...")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument(
@@ -92,10 +102,18 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def provision(url: str, admin_secret: str, agents: int) -> list[dict[str, str]]:
-    """An enterprise org with `agents` agents; each connection's Authorization header."""
+@dataclass
+class Fleet:
+    """Each connection's agent: its Authorization header, or its DPoP key and bound token."""
+
+    headers: list[dict[str, str]] = field(default_factory=list)
+    dpop_holders: list[dict[str, Any]] = field(default_factory=list)
+
+
+def provision(url: str, admin_secret: str, agents: int, *, dpop: bool) -> Fleet:
+    """An enterprise org with `agents` agents, each with a Bearer token (or a DPoP-bound one)."""
     admin = {"Authorization": f"Bearer {admin_secret}"}
-    headers = []
+    fleet = Fleet()
     with httpx.Client(base_url=url, timeout=60.0) as http:
         org = {"id": "fleet", "display_name": "Fleet", "tier": "enterprise"}
         expect(http.post("/v1/orgs", json=org, headers=admin), 201)
@@ -109,9 +127,16 @@ def provision(url: str, admin_secret: str, agents: int) -> list[dict[str, str]]:
             pair = f"{credential['client_id']}:{credential['client_secret']}".encode()
             basic = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
             form = {"grant_type": "client_credentials"}
-            token = expect(http.post("/oauth2/token", data=form, headers=basic), 200)
-            headers.append({"Authorization": f"Bearer {token['access_token']}"})
-    return headers
+            if not dpop:
+                token = expect(http.post("/oauth2/token", data=form, headers=basic), 200)
+                fleet.headers.append({"Authorization": f"Bearer {token['access_token']}"})
+                continue
+            key = ECKey.generate_key("P-256")
+            proof = {"DPoP": dpop_proof(key, "POST", f"{PUBLIC_URL}/oauth2/token")}
+            token = expect(http.post("/oauth2/token", data=form, headers=basic | proof), 200)
+            holder = {"jwk": key.as_dict(private=True), "access_token": token["access_token"]}
+            fleet.dpop_holders.append(holder)
+    return fleet
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -171,13 +196,15 @@ def bench_server(
     env = tabard_env(backend, kind.workers, admin_secret)
     with tabard(kind, scratch, env) as server:
         log(f"{kind.label}: provisioning {args.connections} agents")
-        headers = provision(server.url, admin_secret, args.connections)
+        fleet = provision(server.url, admin_secret, args.connections, dpop=args.dpop)
         spec = Spec(
-            "heartbeat",
+            "heartbeat_dpop" if args.dpop else "heartbeat",
             "POST",
-            "/v1/agent/heartbeat",
+            HEARTBEAT_PATH,
             {"Content-Type": "application/json"},
-            connection_headers=headers,
+            connection_headers=fleet.headers,
+            dpop_holders=fleet.dpop_holders,
+            dpop_htu=f"{PUBLIC_URL}{HEARTBEAT_PATH}",
             numbered_body={
                 "template": BODY,
                 "count": args.instances,
@@ -189,7 +216,7 @@ def bench_server(
         result = {
             "server": kind.name,
             "backend": backend.label(kind.workers),
-            **row("heartbeat", kind.workers, figures, base),
+            **row(spec.name, kind.workers, figures, base),
         }
         time.sleep(3)  # two flush intervals: everything accepted is written
         result["metrics_one_worker"] = scrape(server.url)
@@ -218,6 +245,7 @@ def main() -> None:
         "load": {"clients": plan.clients, "connections": plan.connections},
         "instances": args.instances,
         "fresh_share": args.fresh_share,
+        "dpop": args.dpop,
         "target_per_s": TARGET_PER_S,
         "backend": backend.name,
         "results": rows,

@@ -49,36 +49,55 @@ class StaticRequest:
         return self.raw
 
 
-class NumberedRequests:
-    """The same request with a body that names a different instance each time: `{n}` in the
-    template becomes n = start, start + step, … (mod `count`), so C connections together cycle
-    through `count` distinct instances (a fleet's heartbeats). With `fresh_every` k > 0, every
-    k-th request names an instance never named before (n = count + start, count + start + step,
-    …): a first beat, as the audited share of a fleet's steady state is."""
+class NumberedBodies:
+    """A body that names a different instance each time: `{n}` in the template becomes
+    n = start, start + step, … (mod `count`), so C connections together cycle through `count`
+    distinct instances (a fleet's heartbeats). With `fresh_every` k > 0, every k-th body names
+    an instance never named before (n = count + start, count + start + step, …): a first beat,
+    as the audited share of a fleet's steady state is."""
 
     def __init__(
-        self, head: str, template: str, start: int, step: int, count: int, fresh_every: int = 0
+        self, template: str, start: int, step: int, count: int, fresh_every: int = 0
     ) -> None:
-        self._head, self._template = head, template
+        self._template = template
         self._n, self._step, self._count = start % count, step, count
         self._fresh_n, self._fresh_every, self._sent = count + start % step, fresh_every, 0
 
     def next(self) -> bytes:
+        """`Content-Length` and the blank line, then the body."""
         self._sent += 1
         if self._fresh_every and self._sent % self._fresh_every == 0:
             n, self._fresh_n = self._fresh_n, self._fresh_n + self._step
         else:
             n, self._n = self._n, (self._n + self._step) % self._count
-        body = self._template.replace("{n}", str(n))
-        length = len(body.encode("latin-1"))
-        return f"{self._head}\r\nContent-Length: {length}\r\n\r\n{body}".encode("latin-1")
+        body = self._template.replace("{n}", str(n)).encode("latin-1")
+        return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+@dataclass(frozen=True)
+class NumberedRequests:
+    """The same request head, each time with the next numbered body."""
+
+    head: bytes
+    bodies: NumberedBodies
+
+    def next(self) -> bytes:
+        return self.head + b"\r\n" + self.bodies.next()
 
 
 class DpopRequests:
     """Requests with a DPoP-bound token and a new proof each (RFC 9449 §4.2, §7.1): unique
-    `jti`, `htm`/`htu` of the request, `ath` of the token. Proofs come from a pool signed ahead."""
+    `jti`, `htm`/`htu` of the request, `ath` of the token. Proofs come from a pool signed ahead.
+    With `bodies`, each request carries the next numbered body (DPoP-bound heartbeats)."""
 
-    def __init__(self, head: str, holder: dict[str, Any], htm: str, htu: str) -> None:
+    def __init__(
+        self,
+        head: str,
+        holder: dict[str, Any],
+        htm: str,
+        htu: str,
+        bodies: NumberedBodies | None = None,
+    ) -> None:
         jwk = holder["jwk"]
         numbers = ec.EllipticCurvePublicNumbers(
             _b64int(jwk["x"]), _b64int(jwk["y"]), ec.SECP256R1()
@@ -91,6 +110,7 @@ class DpopRequests:
         self._ath = _b64(hashlib.sha256(token.encode()).digest())
         self._htm, self._htu = htm, htu
         self._head = f"{head}\r\nAuthorization: DPoP {token}\r\nDPoP: ".encode("latin-1")
+        self._bodies = bodies
         self._pool: list[bytes] = []
         self.signed_late = 0
 
@@ -103,7 +123,9 @@ class DpopRequests:
         else:
             self.signed_late += 1
             proof = self._proof()
-        return self._head + proof + b"\r\n\r\n"
+        if self._bodies is None:
+            return self._head + proof + b"\r\n\r\n"
+        return self._head + proof + b"\r\n" + self._bodies.next()
 
     def _proof(self) -> bytes:
         claims = {
@@ -317,21 +339,26 @@ def request_sources(raw: dict[str, Any]) -> list[RequestSource]:
     sources: list[RequestSource] = []
     for i in range(int(raw["connections"])):
         headers = {**raw.get("headers", {}), **per_connection[i % len(per_connection)]}
+        bodies = None
         if numbered is not None:
-            head = request_head(host, port, path, headers, "GET")  # Content-Length per request
-            head = head.replace("GET ", f"{method} ", 1)
-            start = int(numbered["offset"]) + i
-            step, count = int(numbered["step"]), int(numbered["count"])
-            fresh_every = int(numbered.get("fresh_every", 0))
-            template = numbered["template"]
-            sources.append(NumberedRequests(head, template, start, step, count, fresh_every))
-            continue
-        if dpop is None:
-            sources.append(StaticRequest(build_request(host, port, path, headers, method, body)))
-            continue
+            bodies = NumberedBodies(
+                numbered["template"],
+                int(numbered["offset"]) + i,
+                int(numbered["step"]),
+                int(numbered["count"]),
+                int(numbered.get("fresh_every", 0)),
+            )
         head = request_head(host, port, path, headers, method)
-        holder = dpop["holders"][i % len(dpop["holders"])]
-        sources.append(DpopRequests(head, holder, dpop.get("htm", method), dpop["htu"]))
+        if bodies is not None:  # Content-Length comes with each body
+            head = request_head(host, port, path, headers, "GET").replace("GET ", f"{method} ", 1)
+        if dpop is not None:
+            holder = dpop["holders"][i % len(dpop["holders"])]
+            htm = dpop.get("htm", method)
+            sources.append(DpopRequests(head, holder, htm, dpop["htu"], bodies))
+        elif bodies is not None:
+            sources.append(NumberedRequests(head.encode("latin-1"), bodies))
+        else:
+            sources.append(StaticRequest(build_request(host, port, path, headers, method, body)))
     return sources
 
 

@@ -376,13 +376,20 @@ def specs(fixture: Fixture, targets: list[str]) -> list[Spec]:
 # Measuring --------------------------------------------------------------------------------------
 
 
+def presign_delay_s(plan: LoadPlan) -> float:
+    """Time for each load generator to sign its proofs (~90 us each) before the start; a long
+    run (a heartbeat second pass) needs more than the default."""
+    proofs_per_process = PROOF_RATE_CEILING * wall_s(plan) / plan.clients
+    return max(PRESIGN_DELAY_S, 2.0 + proofs_per_process * 90e-6)
+
+
 def jobs_for(server: Server, spec: Spec, plan: LoadPlan) -> list[bytes]:
     """One job per load-generator process, each with its own slice of the connections."""
     presign = 0
     start_delay = START_DELAY_S
     if spec.dpop_holders:
         presign = int(PROOF_RATE_CEILING * wall_s(plan) / plan.connections) + 1
-        start_delay = PRESIGN_DELAY_S
+        start_delay = presign_delay_s(plan)
     start_at = time.monotonic() + start_delay
     jobs, offset = [], 0
     for count in split_connections(plan):
@@ -463,7 +470,7 @@ def drive(jobs: list[bytes], plan: LoadPlan) -> list[dict[str, Any]]:
                     [sys.executable, str(LOADGEN)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
                 )
             )
-        timeout = PRESIGN_DELAY_S + wall_s(plan) + LOADGEN_GRACE_S
+        timeout = presign_delay_s(plan) + wall_s(plan) + LOADGEN_GRACE_S
         with ThreadPoolExecutor(len(procs)) as pool:
             futures = [
                 pool.submit(collect, p, job, timeout) for p, job in zip(procs, jobs, strict=True)
