@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 REQUEST_TIMEOUT_S = 10.0
 MAX_REQUESTS_PER_CONNECTION = 2_000_000
 RECONNECT_PAUSE_S = 0.05
+PROOF_MAX_AGE_S = 60  # how old a DPoP proof the server takes (DpopVerifier max_age_seconds)
+PROOF_IAT_LEAD_S = 3  # below the 5 s of clock skew it allows
 
 
 class RequestSource(Protocol):
@@ -112,27 +114,31 @@ class DpopRequests:
         self._head = f"{head}\r\nAuthorization: DPoP {token}\r\nDPoP: ".encode("latin-1")
         self._bodies = bodies
         self._pool: list[bytes] = []
+        self._pool_usable_until = 0.0
         self.signed_late = 0
 
-    def presign(self, count: int) -> None:
-        self._pool.extend(self._proof() for _ in range(count))
+    def presign(self, count: int, iat: int) -> None:
+        """Sign `count` proofs issued at `iat`, a few seconds after the start: the server takes
+        a proof from 5 s before its `iat` to 60 s after, so these serve a run of ~1 minute."""
+        self._pool.extend(self._proof(iat) for _ in range(count))
+        self._pool_usable_until = iat + PROOF_MAX_AGE_S - 2
 
     def next(self) -> bytes:
-        if self._pool:
+        if self._pool and time.time() < self._pool_usable_until:
             proof = self._pool.pop()
         else:
             self.signed_late += 1
-            proof = self._proof()
+            proof = self._proof(int(time.time()))
         if self._bodies is None:
             return self._head + proof + b"\r\n\r\n"
         return self._head + proof + b"\r\n" + self._bodies.next()
 
-    def _proof(self) -> bytes:
+    def _proof(self, iat: int) -> bytes:
         claims = {
             "jti": secrets.token_urlsafe(16),
             "htm": self._htm,
             "htu": self._htu,
-            "iat": int(time.time()),  # the server checks iat against its wall clock
+            "iat": iat,  # the server checks iat against its wall clock
             "ath": self._ath,
         }
         signing_input = f"{self._header}.{_b64(json.dumps(claims).encode())}".encode()
@@ -299,9 +305,10 @@ async def one_request(
 async def run(job: Job) -> Tally:
     """Sign what must be signed ahead, wait for the shared start time, then drive every
     connection of this process."""
+    iat = int(time.time() + (job.start_at - time.monotonic())) + PROOF_IAT_LEAD_S
     for source in job.sources:
         if isinstance(source, DpopRequests):
-            source.presign(job.presign_per_connection)
+            source.presign(job.presign_per_connection, iat)
     if time.monotonic() > job.start_at:
         print("loadgen: pre-signing overran the start time", file=sys.stderr)
     await asyncio.sleep(max(0.0, job.start_at - time.monotonic()))
