@@ -207,11 +207,19 @@ def build_request(
 
 
 def request_head(
-    host: str, port: int, path: str, headers: dict[str, str], method: str = "GET", body: str = ""
+    host: str,
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    method: str = "GET",
+    body: str = "",
+    *,
+    with_length: bool = True,
 ) -> str:
-    """Request line and headers, without the blank line that ends them."""
+    """Request line and headers, without the blank line that ends them; without
+    `Content-Length` when each request brings its own (`with_length=False`)."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: keep-alive"]
-    if body or method not in ("GET", "HEAD"):
+    if with_length and (body or method not in ("GET", "HEAD")):
         lines.append(f"Content-Length: {len(body.encode('latin-1'))}")
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return "\r\n".join(lines)
@@ -355,9 +363,8 @@ def request_sources(raw: dict[str, Any]) -> list[RequestSource]:
                 int(numbered["count"]),
                 int(numbered.get("fresh_every", 0)),
             )
-        head = request_head(host, port, path, headers, method)
-        if bodies is not None:  # Content-Length comes with each body
-            head = request_head(host, port, path, headers, "GET").replace("GET ", f"{method} ", 1)
+        # A numbered body brings its own Content-Length.
+        head = request_head(host, port, path, headers, method, with_length=bodies is None)
         if dpop is not None:
             holder = dpop["holders"][i % len(dpop["holders"])]
             htm = dpop.get("htm", method)

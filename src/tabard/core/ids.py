@@ -5,8 +5,8 @@ Ids are UUIDv7 (time-ordered, so indexes stay append-friendly), from `uuid-utils
 allows, where `uuid6` moved each one a millisecond into the future (a flush writing 8,000 audit
 events dated its last ids 8 s ahead). It is also ~14 times faster.
 
-Secrets carry a recognizable
-prefix (`tbd_org_…`, `tbd_admin_…`) so a leaked one is easy to spot and to redact.
+Secrets carry a recognizable prefix (`tbd_org_…`, `tbd_admin_…`) so a leaked one is easy to spot
+and to redact.
 """
 
 from __future__ import annotations

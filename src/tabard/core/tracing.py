@@ -52,6 +52,7 @@ class RequestSpans:
 
 
 def request_spans() -> RequestSpans:
+    """The request spans of this process's tracer, recorded only when they are exported."""
     return RequestSpans(configure_tracing(), recording=_exporting)
 
 
