@@ -31,6 +31,7 @@ import pytest
 import uvicorn
 
 from tabard.api.app import build_runtime, create_app
+from tabard.api.http_protocol import CoalescingHttpToolsProtocol
 from tabard.core.config import Settings, load_settings
 from tabard.core.migrations import upgrade
 from tabard.tenancy.authentication import ensure_admin_secret
@@ -86,9 +87,15 @@ async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
     async with runtime.database.unit_of_work() as session:
         await ensure_admin_secret(session, ADMIN_SECRET, clock)
     app = create_app(settings, runtime=runtime)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        http=CoalescingHttpToolsProtocol,  # as `tabard serve` runs it
     )
+    server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     await _until(lambda: server.started)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:

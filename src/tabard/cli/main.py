@@ -101,6 +101,8 @@ def serve(
     uvicorn.run(
         "tabard.api.app:create_app_from_env",
         factory=True,
+        # One send() per response instead of two: see the module.
+        http="tabard.api.http_protocol:CoalescingHttpToolsProtocol",
         host=host,
         port=port,
         workers=workers,
