@@ -6,13 +6,13 @@ import logging
 import random
 import re
 import time
+from collections.abc import Iterable, Mapping
 
 import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from prometheus_client import Counter, Histogram
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tabard.core import metrics
@@ -26,6 +26,9 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
     "cache-control": "no-store",
 }
+_SECURITY_HEADERS_RAW = tuple(
+    (name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()
+)
 log = get_logger("tabard.access")
 # Asked directly whether debug is on: structlog's proxy only knows once logging is configured.
 _access_level = logging.getLogger("tabard.access")
@@ -63,13 +66,12 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["x-request-id"] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-                # The caller's rate-limit state, counted when its principal was resolved.
-                for name, value in scope["state"].get("rate_limit_headers", {}).items():
-                    headers.setdefault(name, value)
+                message["headers"] = _with_our_headers(
+                    message.get("headers", ()),
+                    request_id,
+                    # The caller's rate-limit state, counted when its principal was resolved.
+                    scope["state"].get("rate_limit_headers"),
+                )
             await send(message)
 
         span = self.spans.start(f"HTTP {scope['method']}", _incoming_trace(scope))
@@ -130,6 +132,25 @@ class RequestContextMiddleware:
             latency_ms=round(elapsed * 1000, 3),
             principal=getattr(actor, "kind", None) and f"{actor.kind.value}:{actor.id}",
         )
+
+
+def _with_our_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    request_id: str,
+    rate_limit_headers: Mapping[str, str] | None,
+) -> list[tuple[bytes, bytes]]:
+    """The response's headers plus the request id (replacing any) and, where the endpoint set
+    none of the same name, the security and rate-limit headers. Built on the raw list:
+    `MutableHeaders` scans the whole list again for every name it sets, on every response."""
+    out = [(name, value) for name, value in headers if name.lower() != b"x-request-id"]
+    present = {name.lower() for name, _ in out}
+    out.append((b"x-request-id", request_id.encode("latin-1")))
+    out += [header for header in _SECURITY_HEADERS_RAW if header[0] not in present]
+    for name, value in (rate_limit_headers or {}).items():
+        raw_name = name.lower().encode("latin-1")
+        if raw_name not in present:
+            out.append((raw_name, value.encode("latin-1")))
+    return out
 
 
 def _request_id(scope: Scope) -> str:
