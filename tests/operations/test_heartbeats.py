@@ -320,6 +320,20 @@ class TestHeartbeatRateLimit:
         assert response.status_code == 429, response.text
         assert response.json()["code"] == "RATE_LIMIT_EXCEEDED"
         assert int(response.headers["retry-after"]) > 0
+        assert response.headers["ratelimit-policy"] == '"heartbeat";q=2;w=200'
+        assert response.headers["x-ratelimit-remaining"] == "0"
+
+    async def test_an_accepted_beat_carries_no_rate_limit_headers(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        # Nobody reads them on the fleet's hottest path; a refusal still says when to retry.
+        agent = await enrolled_agent(client)
+        response = await client.post(
+            HEARTBEAT_URL, json={"instance_id": "i-1"}, headers=agent.headers
+        )
+        assert response.status_code == 200, response.text
+        assert "ratelimit" not in response.headers
+        assert "x-ratelimit-remaining" not in response.headers
 
     async def test_another_instance_of_the_same_agent_still_beats(
         self, client: httpx.AsyncClient

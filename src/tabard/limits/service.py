@@ -13,6 +13,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,60 +52,78 @@ class _RateLimit:
     name: RateLimitName
     per_second: float
     burst: int
+    policy: Policy
 
     @property
     def enabled(self) -> bool:
         return self.per_second > 0
 
-    @property
-    def policy(self) -> Policy:
-        # Up to `burst` at once, refilled over the window: quota / window is the sustained rate.
-        window = max(1, math.ceil(self.burst / self.per_second))
-        return Policy(self.name.value, self.burst, window)
+
+@lru_cache(maxsize=64)
+def _rate_limit(name: RateLimitName, per_second: float, burst: int) -> _RateLimit:
+    """One limit as configured, built once per value: every API call and heartbeat asks."""
+    # Up to `burst` at once, refilled over the window: quota / window is the sustained rate.
+    window = max(1, math.ceil(burst / per_second)) if per_second > 0 else 1
+    return _RateLimit(name, per_second, burst, Policy(name.value, burst, window))
+
+
+def _token_limit(settings: Settings) -> _RateLimit:
+    return _rate_limit(
+        RateLimitName.TOKEN_ENDPOINT,
+        settings.token_rate_limit_per_second,
+        settings.token_rate_limit_burst,
+    )
+
+
+def _api_limit(settings: Settings) -> _RateLimit:
+    return _rate_limit(
+        RateLimitName.API, settings.api_rate_limit_per_second, settings.api_rate_limit_burst
+    )
+
+
+def _heartbeat_limit(settings: Settings) -> _RateLimit:
+    return _rate_limit(
+        RateLimitName.HEARTBEAT,
+        settings.heartbeat_rate_limit_per_second,
+        settings.heartbeat_rate_limit_burst,
+    )
 
 
 def _rate_limits(settings: Settings) -> tuple[_RateLimit, _RateLimit, _RateLimit]:
-    return (
-        _RateLimit(
-            RateLimitName.TOKEN_ENDPOINT,
-            settings.token_rate_limit_per_second,
-            settings.token_rate_limit_burst,
-        ),
-        _RateLimit(
-            RateLimitName.API, settings.api_rate_limit_per_second, settings.api_rate_limit_burst
-        ),
-        _RateLimit(
-            RateLimitName.HEARTBEAT,
-            settings.heartbeat_rate_limit_per_second,
-            settings.heartbeat_rate_limit_burst,
-        ),
-    )
+    return _token_limit(settings), _api_limit(settings), _heartbeat_limit(settings)
 
 
 async def check_token_rate(
     kv: KeyValueStore, settings: Settings, clock: Clock, client_id: str
 ) -> RateLimitHeaders:
     """Count one token request of `client_id`: headers for the response, or RateLimitExceeded."""
-    return await _take(kv, clock, _rate_limits(settings)[0], client_id)
+    return await _take(kv, clock, _token_limit(settings), client_id)
 
 
 async def check_api_rate(
     kv: KeyValueStore, settings: Settings, clock: Clock, principal_key: str
 ) -> RateLimitHeaders:
     """Count one API call of a principal (`org_key:<id>`, `agent:<id>`, `admin`), as above."""
-    return await _take(kv, clock, _rate_limits(settings)[1], principal_key)
+    return await _take(kv, clock, _api_limit(settings), principal_key)
 
 
 async def check_heartbeat_rate(
     kv: KeyValueStore, settings: Settings, clock: Clock, instance_key: str
-) -> RateLimitHeaders:
-    """Count one heartbeat of an agent instance (`<agent id>/<instance id>`), as above: fleets
-    are limited per process, not per agent, so a thousand instances of one agent may beat."""
-    return await _take(kv, clock, _rate_limits(settings)[2], instance_key)
+) -> None:
+    """Count one heartbeat of an agent instance (`<agent id>/<instance id>`), or raise
+    RateLimitExceeded: fleets are limited per process, not per agent, so a thousand instances of
+    one agent may beat. An accepted beat's ack carries no rate-limit headers (nobody reads them
+    on the fleet's hottest path); a refusal does."""
+    await _take(kv, clock, _heartbeat_limit(settings), instance_key, headers_on_success=False)
 
 
 async def _take(
-    kv: KeyValueStore, clock: Clock, limit: _RateLimit, subject: str
+    kv: KeyValueStore,
+    clock: Clock,
+    limit: _RateLimit,
+    subject: str,
+    *,
+    headers_on_success: bool = True,
 ) -> RateLimitHeaders:
     if not limit.enabled:
         return {}
@@ -115,6 +134,8 @@ async def _take(
         limit=policy.quota,
         burst=policy.quota,
     )
+    if state.allowed and not headers_on_success:
+        return {}
     headers = limit_headers(
         policy,
         remaining=state.remaining,
