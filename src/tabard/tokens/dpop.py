@@ -78,8 +78,12 @@ class DpopProof:
     public_jwk: dict[str, Any]
 
 
+@lru_cache(maxsize=20_000)
 def ath_for(token: str) -> str:
-    """The `ath` claim for an access token: base64url(SHA-256(token)) (RFC 9449 §4.2)."""
+    """The `ath` claim for an access token: base64url(SHA-256(token)) (RFC 9449 §4.2).
+
+    Remembered per token, as the token's verification is: an agent sends the same token with
+    every proof for as long as it lives."""
     return b64url_encode(hashlib.sha256(token.encode()).digest())
 
 
