@@ -9,7 +9,8 @@ A job is one GET by default; optional fields make it a POST with a body (`method
 each connection its own headers (`connection_headers`, e.g. one client's credentials per
 connection), or give every request a fresh DPoP proof (`dpop`, RFC 9449 §4): proofs are signed
 before the start time, so signing costs the measured window nothing (and on the fly only if the
-pre-signed pool runs dry, which `dpop_signed_late` counts).
+pre-signed pool runs dry, which `dpop_signed_late` counts). A run longer than a proof lives gets
+its proofs in windows of later `iat`s, all signed ahead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import math
 import secrets
 import sys
 import time
@@ -33,6 +35,9 @@ MAX_REQUESTS_PER_CONNECTION = 2_000_000
 RECONNECT_PAUSE_S = 0.05
 PROOF_MAX_AGE_S = 60  # how old a DPoP proof the server takes (DpopVerifier max_age_seconds)
 PROOF_IAT_LEAD_S = 3  # below the 5 s of clock skew it allows
+# Proofs of a long run are signed ahead in windows this far apart, each with its own iat: every
+# window is usable from just after the previous one's middle until its own iat + 58 s.
+PROOF_WINDOW_S = 50
 
 
 class RequestSource(Protocol):
@@ -113,25 +118,38 @@ class DpopRequests:
         self._htm, self._htu = htm, htu
         self._head = f"{head}\r\nAuthorization: DPoP {token}\r\nDPoP: ".encode("latin-1")
         self._bodies = bodies
-        self._pool: list[bytes] = []
-        self._pool_usable_until = 0.0
+        # (usable from, usable until, proofs) per window of iat, the latest window last.
+        self._pools: list[tuple[float, float, list[bytes]]] = []
         self.signed_late = 0
 
-    def presign(self, count: int, iat: int) -> None:
-        """Sign `count` proofs issued at `iat`, a few seconds after the start: the server takes
-        a proof from 5 s before its `iat` to 60 s after, so these serve a run of ~1 minute."""
-        self._pool.extend(self._proof(iat) for _ in range(count))
-        self._pool_usable_until = iat + PROOF_MAX_AGE_S - 2
+    def presign(self, count: int, iat: int, span_s: float) -> None:
+        """Sign `count` proofs for a run of `span_s` seconds whose first proofs are issued at
+        `iat`, a few seconds after the start. The server takes a proof from 5 s before its `iat`
+        to 60 s after, so a run longer than ~55 s gets one window of proofs per
+        `PROOF_WINDOW_S`, each issued later, all signed before the start."""
+        windows = max(1, math.ceil((span_s + PROOF_IAT_LEAD_S) / PROOF_WINDOW_S))
+        per_window = math.ceil(count / windows)
+        for window in range(windows):
+            window_iat = iat + window * PROOF_WINDOW_S
+            proofs = [self._proof(window_iat) for _ in range(per_window)]
+            usable = (window_iat - PROOF_IAT_LEAD_S, window_iat + PROOF_MAX_AGE_S - 2)
+            self._pools.append((*usable, proofs))
 
     def next(self) -> bytes:
-        if self._pool and time.time() < self._pool_usable_until:
-            proof = self._pool.pop()
-        else:
+        proof = self._pooled(time.time())
+        if proof is None:
             self.signed_late += 1
             proof = self._proof(int(time.time()))
         if self._bodies is None:
             return self._head + proof + b"\r\n\r\n"
         return self._head + proof + b"\r\n" + self._bodies.next()
+
+    def _pooled(self, now: float) -> bytes | None:
+        """A pre-signed proof the server takes now, from the latest window that has one."""
+        for usable_from, usable_until, proofs in reversed(self._pools):
+            if proofs and usable_from <= now < usable_until:
+                return proofs.pop()
+        return None
 
     def _proof(self, iat: int) -> bytes:
         claims = {
@@ -316,7 +334,7 @@ async def run(job: Job) -> Tally:
     iat = int(time.time() + (job.start_at - time.monotonic())) + PROOF_IAT_LEAD_S
     for source in job.sources:
         if isinstance(source, DpopRequests):
-            source.presign(job.presign_per_connection, iat)
+            source.presign(job.presign_per_connection, iat, job.warmup_s + job.duration_s)
     if time.monotonic() > job.start_at:
         print("loadgen: pre-signing overran the start time", file=sys.stderr)
     await asyncio.sleep(max(0.0, job.start_at - time.monotonic()))
