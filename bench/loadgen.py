@@ -334,7 +334,7 @@ async def run(job: Job) -> Tally:
     iat = int(time.time() + (job.start_at - time.monotonic())) + PROOF_IAT_LEAD_S
     for source in job.sources:
         if isinstance(source, DpopRequests):
-            source.presign(job.presign_per_connection, iat, job.warmup_s + job.duration_s)
+            source.presign(job.presign_per_connection, iat, job.measure_until - job.start_at)
     if time.monotonic() > job.start_at:
         print("loadgen: pre-signing overran the start time", file=sys.stderr)
     await asyncio.sleep(max(0.0, job.start_at - time.monotonic()))
