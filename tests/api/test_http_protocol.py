@@ -39,6 +39,18 @@ async def _connect(
     return transport, peer
 
 
+@pytest.fixture
+async def coalesced(
+    listener: socket.socket,
+) -> AsyncIterator[tuple[CoalescingTransport, socket.socket]]:
+    """A `CoalescingTransport` on a real connection, and the peer's end of it."""
+    transport, peer = await _connect(listener)
+    coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+    yield coalescing, peer
+    coalescing.close()
+    peer.close()
+
+
 async def _read(peer: socket.socket, size: int) -> bytes:
     """`size` bytes from the peer, waiting up to 5 s for them."""
     data = b""
@@ -78,9 +90,10 @@ async def test_a_plain_transport_sends_each_write_at_once(listener: socket.socke
     peer.close()
 
 
-async def test_nothing_is_sent_before_the_step_ends(listener: socket.socket) -> None:
-    transport, peer = await _connect(listener)
-    coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+async def test_nothing_is_sent_before_the_step_ends(
+    coalesced: tuple[CoalescingTransport, socket.socket],
+) -> None:
+    coalescing, peer = coalesced
     coalescing.write(HEAD)
     coalescing.write(BODY)
     assert coalescing.get_write_buffer_size() == len(HEAD) + len(BODY)
@@ -90,25 +103,24 @@ async def test_nothing_is_sent_before_the_step_ends(listener: socket.socket) -> 
     await asyncio.sleep(0)  # the step ends: one write of both
     assert await _read(peer, len(HEAD) + len(BODY)) == HEAD + BODY
     assert coalescing.get_write_buffer_size() == 0
-    coalescing.close()
-    peer.close()
 
 
-async def test_close_sends_what_is_buffered_then_the_end(listener: socket.socket) -> None:
-    transport, peer = await _connect(listener)
-    coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+async def test_close_sends_what_is_buffered_then_the_end(
+    coalesced: tuple[CoalescingTransport, socket.socket],
+) -> None:
+    coalescing, peer = coalesced
     coalescing.write(HEAD)
     coalescing.write(BODY)
     coalescing.close()
     assert coalescing.is_closing()
     assert await _read(peer, 1024) == HEAD + BODY
     assert _at_eof(peer)
-    peer.close()
 
 
-async def test_abort_drops_what_is_buffered(listener: socket.socket) -> None:
-    transport, peer = await _connect(listener)
-    coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+async def test_abort_drops_what_is_buffered(
+    coalesced: tuple[CoalescingTransport, socket.socket],
+) -> None:
+    coalescing, peer = coalesced
     coalescing.write(HEAD)
     coalescing.abort()
     await asyncio.sleep(0.05)
@@ -117,19 +129,17 @@ async def test_abort_drops_what_is_buffered(listener: socket.socket) -> None:
     except ConnectionResetError:  # an abort resets the connection
         data = b""
     assert data == b""
-    peer.close()
 
 
-async def test_empty_writes_schedule_nothing(listener: socket.socket) -> None:
-    transport, peer = await _connect(listener)
-    coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+async def test_empty_writes_schedule_nothing(
+    coalesced: tuple[CoalescingTransport, socket.socket],
+) -> None:
+    coalescing, peer = coalesced
     coalescing.write(b"")
     assert coalescing.get_write_buffer_size() == 0
     coalescing.writelines([b"a", b"", b"b"])
     await asyncio.sleep(0)
     assert await _read(peer, 2) == b"ab"
-    coalescing.close()
-    peer.close()
 
 
 @pytest.fixture
