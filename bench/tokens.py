@@ -71,7 +71,7 @@ UNREACHED_RATE = "1000000"
 CAPABILITIES = ["invoices.read", "invoices.write", "payments.read"]
 # Proofs signed ahead: enough for this many DPoP requests per second (above what this machine
 # serves), and the seconds the load generators get to sign them (~90 us each) before the start.
-PROOF_RATE_CEILING = 4000
+PROOF_RATE_CEILING = 6000
 PRESIGN_DELAY_S = 10.0
 START_DELAY_S = 1.0
 
