@@ -140,11 +140,11 @@ def provision(url: str, admin_secret: str, agents: int, *, dpop: bool) -> Fleet:
 
 
 def scrape(url: str) -> dict[str, float]:
-    """The heartbeat series of the server's /metrics (one worker's, with several)."""
+    """The heartbeat and Redis series of the server's /metrics (one worker's, with several)."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
     figures: dict[str, float] = {}
     for line in text.splitlines():
-        match = re.match(r"(tabard_heartbeat\w*)(\{[^}]*\})? ([0-9.e+-]+)$", line)
+        match = re.match(r"(tabard_(?:heartbeat|redis)\w*)(\{[^}]*\})? ([0-9.e+-]+)$", line)
         if match:
             figures[match.group(1) + (match.group(2) or "")] = float(match.group(3))
     return figures

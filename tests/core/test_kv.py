@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from tabard.core.clock import FrozenClock
 from tabard.core.kv import KeyValueStore, RateLimitState, create_kv
 from tabard.core.kv.memory import MemoryKeyValueStore
+from tabard.core.metrics import REGISTRY
 
 TIMEOUT = 10
 
@@ -427,3 +429,98 @@ async def test_gcra_holds_across_two_redis_replicas(redis_url: str) -> None:
         for replica in replicas:
             await replica.close()
         await _delete_namespace(url, namespace)
+
+
+# Automatic pipelining (Redis) -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def redis_kv(redis_url: str) -> AsyncIterator[Backend]:
+    async with _redis_backend(redis_url) as ready:
+        yield ready
+
+
+def _round_trips() -> tuple[float, float]:
+    return (
+        REGISTRY.get_sample_value("tabard_redis_round_trips_total") or 0.0,
+        REGISTRY.get_sample_value("tabard_redis_commands_total") or 0.0,
+    )
+
+
+@pytest.mark.redis
+async def test_commands_of_one_step_share_one_round_trip(redis_kv: Backend) -> None:
+    names = [key() for _ in range(100)]
+    await asyncio.gather(*(redis_kv.store.set(name, name.encode()) for name in names))
+    trips, commands = _round_trips()
+    values = await asyncio.gather(*(redis_kv.store.get(name) for name in names))
+    assert values == [name.encode() for name in names]  # each caller gets its own reply
+    after_trips, after_commands = _round_trips()
+    assert after_commands - commands == 100
+    assert after_trips - trips == 1
+
+
+@pytest.mark.redis
+async def test_a_lone_command_goes_out_alone(redis_kv: Backend) -> None:
+    trips, commands = _round_trips()
+    name = key()
+    await redis_kv.store.set(name, b"v")
+    assert await redis_kv.store.get(name) == b"v"
+    assert _round_trips() == (trips + 2, commands + 2)
+
+
+@pytest.mark.redis
+async def test_a_failing_command_fails_only_its_own_caller(redis_kv: Backend) -> None:
+    text, counter, fresh = key(), key(), key()
+    await redis_kv.store.set(text, b"not a number")
+    results = await asyncio.gather(
+        redis_kv.store.incr(text),
+        redis_kv.store.incr(counter, 3),
+        redis_kv.store.set_if_absent(fresh, b"v"),
+        redis_kv.store.get(text),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], ValueError)
+    assert results[1:] == [3, True, b"not a number"]
+
+
+@pytest.mark.redis
+async def test_scripts_the_server_forgot_are_loaded_again(
+    redis_kv: Backend, redis_url: str
+) -> None:
+    name = key()
+    await redis_kv.store.incr(name)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await client.script_flush()  # as after a Redis restart
+    finally:
+        await client.aclose()
+    results = await asyncio.gather(
+        *(redis_kv.store.incr(name) for _ in range(5)),
+        *(redis_kv.store.gcra(key(), period_seconds=60, limit=1, burst=1) for _ in range(5)),
+    )
+    assert sorted(results[:5]) == [2, 3, 4, 5, 6]
+    assert all(state.allowed for state in results[5:])
+
+
+@pytest.mark.redis
+async def test_a_cancelled_caller_leaves_the_batch_alone(redis_kv: Backend) -> None:
+    name = key()
+    await redis_kv.store.set(name, b"v")
+    doomed = asyncio.ensure_future(redis_kv.store.get(name))
+    survivors = [asyncio.ensure_future(redis_kv.store.get(name)) for _ in range(3)]
+    await asyncio.sleep(0)  # every caller has queued its command
+    doomed.cancel()
+    assert await asyncio.gather(*survivors) == [b"v"] * 3
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+
+
+async def test_an_unreachable_redis_fails_every_caller_of_the_batch() -> None:
+    store = create_kv("redis", "redis://127.0.0.1:1/0?socket_connect_timeout=2", FrozenClock())
+    try:
+        results = await asyncio.gather(
+            *(store.get(key()) for _ in range(5)), store.set(key(), b"v"), return_exceptions=True
+        )
+        assert all(isinstance(result, redis.exceptions.ConnectionError) for result in results)
+    finally:
+        await store.close()

@@ -121,6 +121,16 @@ HEARTBEAT_BUFFER = Gauge(
     "Instances whose latest heartbeat waits in this process's buffer for the next flush.",
     registry=REGISTRY,
 )
+REDIS_COMMANDS = Counter(
+    "tabard_redis_commands_total",
+    "Commands sent to the Redis key-value store.",
+    registry=REGISTRY,
+)
+REDIS_ROUND_TRIPS = Counter(
+    "tabard_redis_round_trips_total",
+    "Round trips to the Redis key-value store: the commands of one event-loop step share one.",
+    registry=REGISTRY,
+)
 EVENTS_PUBLISHED = Counter(
     "tabard_events_published_total",
     "Outbox events the relay published to the bus.",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
 
 from tabard.core.kv import RateLimitState, gcra_interval_us, require_ttl
+from tabard.core.kv.pipelining import AutoPipeline
 
 # EXISTS and INCRBY run as one script so no other client can create the counter in between:
 # the TTL is set only by the call that created the key. ARGV[2] is the TTL in ms, 0 for none.
@@ -53,36 +55,39 @@ return {1, math.floor((now + tolerance - new_tat) / interval), 0, new_tat - now}
 class RedisKeyValueStore:
     """`KeyValueStore` on Redis; every key is stored as `namespace:key`.
 
-    The connection pool opens on first use, so building the store never blocks or fails.
+    The connection pool opens on first use, so building the store never blocks or fails. Every
+    command goes through one `AutoPipeline`: concurrent requests share round trips.
     """
 
     def __init__(self, url: str, namespace: str) -> None:
         self._prefix = f"{namespace}:"
         self._client = aioredis.Redis.from_url(url)
-        # register_script runs EVALSHA and falls back to EVAL when the server lacks the script.
+        self._pipeline = AutoPipeline(self._client)
+        # Sent as EVALSHA; a server without the script gets it loaded by the Script object.
         self._incr = self._client.register_script(_INCR_SCRIPT)
         self._gcra = self._client.register_script(_GCRA_SCRIPT)
 
     async def get(self, key: str) -> bytes | None:
         # decode_responses is off (the default), so Redis replies with bytes, never str.
-        return cast("bytes | None", await self._client.get(self._key(key)))
+        name = self._key(key)
+        return cast("bytes | None", await self._pipeline.run(lambda redis: redis.get(name)))
 
     async def set(self, key: str, value: bytes, ttl_seconds: float | None = None) -> None:
         require_ttl(ttl_seconds)
-        await self._client.set(self._key(key), value, px=_milliseconds(ttl_seconds))
+        name, px = self._key(key), _milliseconds(ttl_seconds)
+        await self._pipeline.run(lambda redis: redis.set(name, value, px=px))
 
     async def set_if_absent(self, key: str, value: bytes, ttl_seconds: float | None = None) -> bool:
         require_ttl(ttl_seconds)
-        stored = await self._client.set(
-            self._key(key), value, px=_milliseconds(ttl_seconds), nx=True
-        )
+        name, px = self._key(key), _milliseconds(ttl_seconds)
+        stored = await self._pipeline.run(lambda redis: redis.set(name, value, px=px, nx=True))
         return bool(stored)
 
     async def incr(self, key: str, amount: int = 1, ttl_seconds: float | None = None) -> int:
         require_ttl(ttl_seconds)
         try:
-            result = await self._incr(
-                keys=[self._key(key)], args=[amount, _milliseconds(ttl_seconds) or 0]
+            result = await self._script(
+                self._incr, self._key(key), amount, _milliseconds(ttl_seconds) or 0
             )
         except ResponseError as error:
             if "not an integer" in str(error):
@@ -93,35 +98,47 @@ class RedisKeyValueStore:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []  # MGET needs at least one key
-        values = await self._client.mget([self._key(key) for key in keys])
-        return cast("list[bytes | None]", values)
+        names = [self._key(key) for key in keys]
+        return cast("list[bytes | None]", await self._pipeline.run(lambda redis: redis.mget(names)))
 
     async def gcra(
         self, key: str, *, period_seconds: float, limit: int, burst: int, cost: int = 1
     ) -> RateLimitState:
         interval_us = gcra_interval_us(period_seconds, limit, burst, cost)
-        reply = await self._gcra(keys=[self._key(key)], args=[interval_us, burst, cost])
+        reply = await self._script(self._gcra, self._key(key), interval_us, burst, cost)
         allowed, remaining, retry_us, reset_us = (int(part) for part in reply)
         return RateLimitState(bool(allowed), max(0, remaining), retry_us / 1e6, reset_us / 1e6)
 
     async def delete(self, key: str) -> bool:
-        removed: int = await self._client.delete(self._key(key))
+        name = self._key(key)
+        removed: int = await self._pipeline.run(lambda redis: redis.delete(name))
         return removed > 0
 
     async def take(self, key: str) -> bytes | None:
-        return cast("bytes | None", await self._client.getdel(self._key(key)))
+        name = self._key(key)
+        return cast("bytes | None", await self._pipeline.run(lambda redis: redis.getdel(name)))
 
     async def ttl(self, key: str) -> float | None:
         # PTTL answers -2 for a missing key and -1 for a key without expiry.
-        remaining: int = await self._client.pttl(self._key(key))
+        name = self._key(key)
+        remaining: int = await self._pipeline.run(lambda redis: redis.pttl(name))
         return remaining / 1000 if remaining >= 0 else None
 
     async def ping(self) -> None:
-        await self._client.ping()
+        await self._client.ping()  # on its own: a health check measures this store's own trip
 
     async def close(self) -> None:
+        await self._pipeline.drain()
         # The client built the pool from the URL, so closing the client disconnects the pool.
         await self._client.aclose()
+
+    async def _script(self, script: AsyncScript, name: str, *args: int) -> Any:
+        """Run a registered script on one key: EVALSHA in this step's pipeline, or, on a
+        server that does not know it yet (a restart, SCRIPT FLUSH), alone, loading it."""
+        try:
+            return await self._pipeline.run(lambda redis: redis.evalsha(script.sha, 1, name, *args))
+        except NoScriptError:
+            return await script(keys=[name], args=list(args))
 
     def _key(self, key: str) -> str:
         return self._prefix + key
