@@ -54,14 +54,14 @@ class AutoPipeline:
         REDIS_COMMANDS.inc(len(batch))
         try:
             replies = await self._execute([command for command, _ in batch])
-        except BaseException as error:  # the connection failed, or we are shutting down
+        except Exception as error:  # the connection failed: every caller of the batch learns it
+            replies = [error] * len(batch)
+        except BaseException as error:  # cancelled at shutdown: so are the callers
             for _, reply in batch:
-                _settle(reply, error=error)
-            if not isinstance(error, Exception):
-                raise
-            return
-        for (_, reply), value in zip(batch, replies, strict=True):
-            _settle(reply, value=value)
+                _settle(reply, error)
+            raise
+        for (_, reply), outcome in zip(batch, replies, strict=True):
+            _settle(reply, outcome)
 
     async def _execute(self, commands: list[Command]) -> list[Any]:
         if len(commands) == 1:  # its error, if any, is raised and settles its reply alone
@@ -73,16 +73,13 @@ class AutoPipeline:
         return list(await pipeline.execute(raise_on_error=False))
 
 
-def _settle(
-    reply: asyncio.Future[Any], *, value: Any = None, error: BaseException | None = None
-) -> None:
+def _settle(reply: asyncio.Future[Any], outcome: Any) -> None:
+    """Hand a caller its reply, or the exception that stands for it."""
     if reply.done():  # the caller was cancelled meanwhile
         return
-    if isinstance(value, Exception):
-        error = value
-    if error is None:
-        reply.set_result(value)
-    elif isinstance(error, asyncio.CancelledError):
+    if isinstance(outcome, asyncio.CancelledError):
         reply.cancel()
+    elif isinstance(outcome, BaseException):
+        reply.set_exception(outcome)
     else:
-        reply.set_exception(error)
+        reply.set_result(outcome)
